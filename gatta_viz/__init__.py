@@ -1,0 +1,31 @@
+"""gatta_viz: GAttANet models and tools to see what their global attention agreement does."""
+from .mechanism import ConvKeyQuery, DenseKeyQuery, agreement, global_query, modulate
+from .trace import GAttATrace, LayerTrace
+from .wrapper import GAttANet, forward_hooks, temporarily_eval
+from .backbones import CompactResNet, ToyCNN
+from .builders import (
+    BUILDERS,
+    build_model,
+    compact_resnet,
+    gatta_compact_resnet,
+    gatta_resnet18,
+    gatta_resnet34,
+    gatta_resnet50,
+    gatta_toy,
+    resnet,
+    toy_cnn,
+)
+from .checkpoint import (
+    BUNDLED,
+    DEFAULT_MODEL,
+    LoadedModel,
+    bundled_path,
+    load_checkpoint,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
+from .data import ImageData, load_dataset, load_fashion_mnist
+from .preprocess import ImageError, PreparedImage, load_image, prepare_image, to_model_input
+
+__version__ = "0.1.0"

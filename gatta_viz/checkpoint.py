@@ -1,0 +1,183 @@
+"""Checkpoints: a plain state dict plus the config needed to rebuild the model from the file alone.
+
+Loaded with ``torch.load(weights_only=True)``: no pickled code is ever executed.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .builders import BUILDERS, build_model
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "BUNDLED",
+    "DEFAULT_MODEL",
+    "LoadedModel",
+    "save_checkpoint",
+    "read_checkpoint",
+    "load_checkpoint",
+    "bundled_path",
+    "load_model",
+]
+
+CHECKPOINT_FORMAT = "gatta_viz.checkpoint/1"
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+BUNDLED = {
+    "fmnist-gatta-resnet": "fmnist_gatta_resnet.pt",
+    "fmnist-resnet": "fmnist_resnet.pt",
+    "fmnist-gatta-toy": "fmnist_gatta_toy.pt",
+    "fmnist-toy": "fmnist_toy.pt",
+}
+DEFAULT_MODEL = "fmnist-gatta-resnet"
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from a checkpoint, with what is needed to feed it.
+
+    Attributes:
+        model: the network, in eval mode.
+        builder, kwargs: how it was built.
+        classes: class names, index = logit.
+        preprocess: ``{"size": [H, W], "channels": C, "mean": [...], "std": [...]}``.
+        meta: training facts (dataset, epochs, metrics...).
+        path: where it was loaded from.
+    """
+
+    model: nn.Module
+    builder: str
+    kwargs: Dict[str, Any]
+    classes: List[str]
+    preprocess: Dict[str, Any]
+    meta: Dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+    @property
+    def is_gatta(self) -> bool:
+        return hasattr(self.model, "trace")
+
+    @property
+    def name(self) -> str:
+        return os.path.splitext(os.path.basename(self.path))[0] if self.path else self.builder
+
+
+def save_checkpoint(
+    path: str,
+    model: nn.Module,
+    builder: str,
+    kwargs: Dict[str, Any],
+    classes: Sequence[str],
+    preprocess: Dict[str, Any],
+    meta: Optional[Dict[str, Any]] = None,
+    train_state: Optional[Dict[str, Any]] = None,
+) -> None:
+    """Write a checkpoint atomically (temp file + rename, so a kill never leaves half a file).
+
+    Args:
+        path: destination file.
+        model: the model whose ``state_dict`` is saved.
+        builder, kwargs: builder name and JSON-able kwargs that rebuild ``model``.
+        classes: class names.
+        preprocess: input size, channels, mean, std.
+        meta: JSON-able facts (metrics, dataset, seed...).
+        train_state: optimizer/scheduler/epoch state for resuming, omitted in bundled files.
+    """
+    if builder not in BUILDERS:
+        raise ValueError(f"unknown builder {builder!r}")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    obj = {
+        "format": CHECKPOINT_FORMAT,
+        "builder": builder,
+        "kwargs": dict(kwargs),
+        "state_dict": state,
+        "classes": list(classes),
+        "preprocess": dict(preprocess),
+        "meta": dict(meta or {}),
+    }
+    if train_state is not None:
+        obj["train_state"] = train_state
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str) -> Dict[str, Any]:
+    """Read and validate a checkpoint file without building the model.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: corrupt/truncated file, or a file that is not a gatta_viz checkpoint.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure here means an unreadable file
+        raise ValueError(f"cannot read checkpoint {path}: corrupt, truncated or not a torch file ({type(e).__name__}: {str(e)[:200]})") from e
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(
+            f"{path} is not a gatta_viz checkpoint (expected format {CHECKPOINT_FORMAT!r}; found {found}). "
+            "A bare torchvision state dict can be passed to gatta_resnet18(weights=PATH) instead."
+        )
+    for key in ("builder", "kwargs", "state_dict", "classes", "preprocess"):
+        if key not in obj:
+            raise ValueError(f"checkpoint {path} lacks {key!r}")
+    if obj["builder"] not in BUILDERS:
+        raise ValueError(f"checkpoint {path} names unknown builder {obj['builder']!r}")
+    return obj
+
+
+def load_checkpoint(path: str, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild a model from a checkpoint file alone.
+
+    Args:
+        path: checkpoint path.
+        device: where to put the model.
+    Returns:
+        A :class:`LoadedModel` whose model is in eval mode.
+    Raises:
+        FileNotFoundError, ValueError: see :func:`read_checkpoint`; ValueError also when
+            the weights do not fit the architecture.
+    """
+    obj = read_checkpoint(path)
+    kwargs = dict(obj["kwargs"])
+    kwargs.pop("weights", None)  # never download when rebuilding: the file holds the weights
+    model = build_model(obj["builder"], **kwargs)
+    try:
+        result = model.load_state_dict(obj["state_dict"], strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(f"checkpoint {path} does not fit builder {obj['builder']}: {str(e)[:300]}") from e
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"checkpoint {path} does not fit builder {obj['builder']}: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    model.to(device).eval()
+    return LoadedModel(model, obj["builder"], kwargs, list(obj["classes"]), dict(obj["preprocess"]), dict(obj.get("meta", {})), path)
+
+
+def bundled_path(name: str) -> str:
+    """Path of a bundled checkpoint by name (see ``BUNDLED``)."""
+    if name not in BUNDLED:
+        raise ValueError(f"unknown bundled model {name!r}; bundled: {sorted(BUNDLED)}")
+    return os.path.join(WEIGHTS_DIR, BUNDLED[name])
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a bundled model by name or any checkpoint by path.
+
+    Args:
+        name_or_path: a key of ``BUNDLED`` (default ``"fmnist-gatta-resnet"``) or a file path.
+        device: target device.
+    Returns:
+        A :class:`LoadedModel`.
+    """
+    path = bundled_path(name_or_path) if name_or_path in BUNDLED else name_or_path
+    return load_checkpoint(path, device)

@@ -1,0 +1,350 @@
+"""Make any CNN GAttA-enabled by naming its layers; two-pass forward with hooks."""
+from __future__ import annotations
+
+import contextlib
+import difflib
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .mechanism import ConvKeyQuery, DenseKeyQuery, agreement, global_query, modulate
+from .trace import GAttATrace, LayerTrace
+
+__all__ = ["GAttANet", "KEYS_FROM"]
+
+KEYS_FROM = ("pass1", "pass2")
+
+
+@contextlib.contextmanager
+def forward_hooks(modules: Mapping[str, nn.Module], make_hook: Callable[[str], Callable]) -> Iterator[None]:
+    """Register one forward hook per named module; always remove them on exit.
+
+    Args:
+        modules: name -> module.
+        make_hook: name -> hook function ``(module, inputs, output) -> output or None``.
+    """
+    handles = []
+    try:
+        for name, mod in modules.items():
+            handles.append(mod.register_forward_hook(make_hook(name)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def temporarily_eval(model: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode, then restore each one's own flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _param_key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+class GAttANet(nn.Module):
+    """A CNN with global attention agreement (VanRullen & Alamia 2021).
+
+    ``model(x)`` returns the pass-2 logits as a plain tensor, so attribution tools
+    (captum, pytorch-grad-cam) work unchanged. ``model.trace(x)`` returns a
+    :class:`GAttATrace` with every layer's agreement map, alpha, q_avg and the
+    logits of both passes.
+
+    Args:
+        backbone: any ``nn.Module`` mapping (B, C, H, W) images to (B, classes) logits.
+        layers: names of the modules to attend (as in ``backbone.named_modules()``).
+            A module with a 4-D output (B, C, H, W) is a conv layer; one with a 2-D
+            output (B, C) is a dense layer. Each must run exactly once per forward.
+        input_shape: (C, H, W) of one input image, used once to probe layer shapes.
+        d: dimension of keys and queries.
+        alpha_init: initial value of every layer's alpha. 0 makes the untrained
+            model equal its backbone exactly.
+        freeze_backbone: set ``requires_grad=False`` on the backbone's parameters
+            (keys, queries and alphas stay trainable; BatchNorm statistics still
+            update in train mode, as for any frozen-weight fine-tuning).
+        keys_from: ``"pass1"`` (default; agreement maps depend on pass 1 only) or
+            ``"pass2"`` (each layer's keys come from its pass-2 input, after the
+            layers below it were modulated; q_avg always comes from pass 1).
+
+    Raises:
+        ValueError: unknown layer name, d <= 0, bad input_shape, a layer whose
+            output is neither 2-D nor 4-D, or one that runs more than once.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        layers: Sequence[str],
+        input_shape: Tuple[int, int, int] = (3, 224, 224),
+        d: int = 32,
+        alpha_init: float = 0.0,
+        freeze_backbone: bool = False,
+        keys_from: str = "pass1",
+    ) -> None:
+        super().__init__()
+        if not isinstance(d, int) or isinstance(d, bool) or d <= 0:
+            raise ValueError(f"d (key/query dimension) must be a positive integer, got {d!r}")
+        if keys_from not in KEYS_FROM:
+            raise ValueError(f"keys_from must be one of {KEYS_FROM}, got {keys_from!r}")
+        if isinstance(layers, str):
+            layers = [layers]
+        layers = list(layers)
+        if not layers:
+            raise ValueError("layers must name at least one module of the backbone")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"layers contains duplicates: {layers}")
+        input_shape = tuple(int(s) for s in input_shape)
+        if len(input_shape) != 3 or min(input_shape) <= 0:
+            raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape}")
+        named = dict(backbone.named_modules())
+        for name in layers:
+            if name not in named or name == "":
+                close = difflib.get_close_matches(name, [n for n in named if n], n=5)
+                hint = f"; did you mean {close}?" if close else ""
+                raise ValueError(f"unknown layer name {name!r} in backbone {type(backbone).__name__}{hint}")
+
+        self.backbone = backbone
+        self.d = d
+        self.keys_from = keys_from
+        self.input_shape = input_shape
+        self.in_channels = input_shape[0]
+        self.freeze_backbone = bool(freeze_backbone)
+        # Training option: run pass 1 without autograd (keys, queries and alpha still get gradients from
+        # detached pass-1 activations; the backbone learns through pass 2 only). ~1/3 cheaper to train.
+        # Outputs are identical either way; it only changes which gradients exist.
+        self.detach_pass1 = False
+
+        shapes = self._probe_shapes(layers, input_shape)
+        self.layer_names: List[str] = sorted(layers, key=lambda n: shapes[n][0])
+        self.layer_kinds: Dict[str, str] = {}
+        self.kq = nn.ModuleDict()
+        self.alpha = nn.ParameterDict()
+        for name in self.layer_names:
+            shape = shapes[name][1]
+            if len(shape) == 4:
+                kind, mod = "conv", ConvKeyQuery(shape[1], d)
+            elif len(shape) == 2:
+                kind, mod = "dense", DenseKeyQuery(shape[1], d)
+            else:
+                raise ValueError(
+                    f"layer {name!r} outputs shape {tuple(shape)}; GAttA needs (B, C, H, W) for a conv "
+                    "layer or (B, C) for a dense layer"
+                )
+            key = _param_key(name)
+            if key in self.kq:
+                raise ValueError(f"layer names {name!r} and another collide after replacing '.' by '__'")
+            self.layer_kinds[name] = kind
+            self.kq[key] = mod
+            self.alpha[key] = nn.Parameter(torch.tensor(float(alpha_init)))
+        if freeze_backbone:
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+
+    # ------------------------------------------------------------------ setup
+    def _probe_shapes(self, layers: Sequence[str], input_shape: Tuple[int, int, int]) -> Dict[str, Tuple[int, torch.Size]]:
+        """Run the backbone once in eval mode on zeros; return name -> (call order, output shape)."""
+        named = dict(self.backbone.named_modules())
+        seen: Dict[str, List] = {n: [] for n in layers}
+        counter = [0]
+
+        def make_hook(name: str):
+            def hook(_m, _i, out):
+                if not torch.is_tensor(out):
+                    raise ValueError(f"layer {name!r} returns {type(out).__name__}, not a tensor")
+                seen[name].append((counter[0], out.shape))
+                counter[0] += 1
+
+            return hook
+
+        try:
+            p = next(self.backbone.parameters())
+            device, dtype = p.device, p.dtype
+        except StopIteration:
+            device, dtype = torch.device("cpu"), torch.float32
+        x = torch.zeros((2, *input_shape), device=device, dtype=dtype)
+        with temporarily_eval(self.backbone), torch.no_grad(), forward_hooks({n: named[n] for n in layers}, make_hook):
+            try:
+                self.backbone(x)
+            except ValueError:
+                raise
+            except Exception as e:  # noqa: BLE001 - reported as a configuration error
+                raise ValueError(f"backbone failed on a probe input of shape {tuple(x.shape)}: {e}") from e
+        out = {}
+        for name, calls in seen.items():
+            if len(calls) != 1:
+                raise ValueError(
+                    f"layer {name!r} ran {len(calls)} times in one forward pass; GAttA needs a module that "
+                    "runs exactly once (name its parent or a distinct module instead)"
+                )
+            out[name] = calls[0]
+        return out
+
+    # --------------------------------------------------------------- accessors
+    def _kq(self, name: str):
+        return self.kq[_param_key(name)]
+
+    def alpha_of(self, name: str) -> torch.Tensor:
+        """The learned alpha (0-dim parameter) of layer ``name``."""
+        return self.alpha[_param_key(name)]
+
+    @property
+    def alphas(self) -> Dict[str, float]:
+        """Layer name -> current alpha value, in forward order."""
+        return {n: float(self.alpha_of(n).detach()) for n in self.layer_names}
+
+    def gatta_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters GAttA adds: keys, queries and alphas."""
+        yield from self.kq.parameters()
+        yield from self.alpha.parameters()
+
+    def extra_parameter_count(self) -> int:
+        """Number of parameters GAttA adds (2 * C * d + 1 per layer)."""
+        return sum(p.numel() for p in self.gatta_parameters())
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ValueError if ``x`` is not a (B, C, H, W) tensor with the expected channel count."""
+        if not torch.is_tensor(x):
+            raise ValueError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"input must have rank 4 (B, C, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"input has {x.shape[1]} channels but the model expects {self.in_channels} (shape {tuple(x.shape)})"
+            )
+        if x.shape[0] == 0:
+            raise ValueError("input batch is empty")
+
+    # ---------------------------------------------------------------- forward
+    def _two_pass(
+        self,
+        x: torch.Tensor,
+        keep: bool = False,
+        alpha_override: Optional[Mapping[str, float]] = None,
+    ) -> GAttATrace:
+        self.check_input(x)
+        if alpha_override:
+            unknown = set(alpha_override) - set(self.layer_names)
+            if unknown:
+                raise ValueError(f"alpha_override names unknown layers {sorted(unknown)}; layers are {self.layer_names}")
+        named = dict(self.backbone.named_modules())
+        modules = {n: named[n] for n in self.layer_names}
+        keys: Dict[str, torch.Tensor] = {}
+        mean_q: Dict[str, torch.Tensor] = {}
+        calls: Dict[str, int] = {n: 0 for n in self.layer_names}
+
+        def check_once(name: str) -> None:
+            calls[name] += 1
+            if calls[name] > 1:
+                raise RuntimeError(f"layer {name!r} ran more than once in one pass")
+
+        # Pass 1: plain forward; collect keys and mean queries of every layer.
+        truncate = self.detach_pass1 and torch.is_grad_enabled()
+        acts: Dict[str, torch.Tensor] = {}
+
+        def pass1_hook(name: str):
+            kq = self._kq(name)
+
+            def hook(_m, _i, out):
+                check_once(name)
+                if truncate:
+                    acts[name] = out
+                else:
+                    keys[name] = kq.keys(out)
+                    mean_q[name] = kq.mean_query(out)
+                # keep the saved activation safe from in-place ops downstream
+                return out.clone() if torch.is_grad_enabled() or truncate else None
+
+            return hook
+
+        with forward_hooks(modules, pass1_hook), torch.set_grad_enabled(torch.is_grad_enabled() and not truncate):
+            logits1 = self.backbone(x)
+        for name, a in acts.items():  # truncated: K and Q learn from detached pass-1 activations
+            keys[name] = self._kq(name).keys(a)
+            mean_q[name] = self._kq(name).mean_query(a)
+        q_avg = global_query([mean_q[n] for n in self.layer_names])
+        gatta = {n: agreement(keys[n], q_avg) for n in self.layer_names}
+
+        def alpha_for(name: str) -> torch.Tensor:
+            a = self.alpha_of(name)
+            if alpha_override and name in alpha_override:
+                return torch.as_tensor(float(alpha_override[name]), dtype=a.dtype, device=a.device)
+            return a
+
+        # Pass 2: rerun, multiplying each layer's output by (1 + alpha * gatta).
+        calls.update({n: 0 for n in self.layer_names})
+
+        def pass2_hook(name: str):
+            kq = self._kq(name)
+
+            def hook(_m, _i, out):
+                check_once(name)
+                if self.keys_from == "pass2":
+                    keys[name] = kq.keys(out)
+                    gatta[name] = agreement(keys[name], q_avg)
+                return modulate(out, alpha_for(name), gatta[name])
+
+            return hook
+
+        with forward_hooks(modules, pass2_hook):
+            logits2 = self.backbone(x)
+
+        layers = {
+            n: LayerTrace(
+                name=n,
+                kind=self.layer_kinds[n],
+                agreement=gatta[n],
+                alpha=float(alpha_for(n).detach()),
+                keys=keys[n] if keep else None,
+                mean_query=mean_q[n] if keep else None,
+            )
+            for n in self.layer_names
+        }
+        return GAttATrace(layers, q_avg, logits1, logits2, meta={"keys_from": self.keys_from})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Two-pass forward. Args: x (B, C, H, W). Returns: pass-2 logits (B, classes)."""
+        return self._two_pass(x).logits_pass2
+
+    def trace(
+        self,
+        x: torch.Tensor,
+        return_keys: bool = False,
+        alpha_override: Optional[Mapping[str, float]] = None,
+    ) -> GAttATrace:
+        """Two-pass forward that returns everything GAttA computed.
+
+        Runs in the model's current train/eval mode and the ambient grad mode (wrap
+        in ``torch.no_grad()`` for inspection); neither is changed.
+
+        Args:
+            x: images (B, C, H, W).
+            return_keys: also keep each layer's keys and mean query.
+            alpha_override: layer name -> alpha to use for this call only
+                (e.g. ``{"layer2": 0.0}`` switches that layer's modulation off).
+        Returns:
+            A :class:`GAttATrace`.
+        """
+        return self._two_pass(x, keep=return_keys, alpha_override=alpha_override)
+
+    def backbone_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The unmodulated backbone alone (pass 1 only). Returns logits."""
+        self.check_input(x)
+        return self.backbone(x)
+
+    def config(self) -> dict:
+        """JSON-able description of the GAttA options (not of the backbone)."""
+        return {
+            "layers": list(self.layer_names),
+            "d": self.d,
+            "input_shape": list(self.input_shape),
+            "keys_from": self.keys_from,
+            "freeze_backbone": self.freeze_backbone,
+        }
