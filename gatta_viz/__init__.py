@@ -29,3 +29,14 @@ from .data import ImageData, load_dataset, load_fashion_mnist
 from .preprocess import ImageError, PreparedImage, load_image, prepare_image, to_model_input
 
 __version__ = "0.1.0"
+
+# --- analysis API ---
+from .heatmaps import conv_heatmaps, normalize, upsample
+from .overlays import colorize, overlay, to_rgb_array
+from .figures import alpha_bars, fig3, image_for_display, save_figure
+from .interactive import class_bars, layer_slider
+from .contributions import ablation_scores, contribution_table, layer_statistics
+from .embedding import QEmbedding, collect_q_avg, embedding_figure, pca_2d, q_avg_embedding
+from .attributions import compare_with_captum, gradcam, integrated_gradients, rank_correlation, saliency
+from .faithfulness import agreement_saliency, auc, explain_func, faithfulness_report, perturbation_curve
+from .explanation import Explanation, explain, topk

@@ -11,7 +11,7 @@ COMMANDS = {
     "demo": ("gatta_viz.demo", "trace the bundled default model on sample images and save figures (the main job)"),
     "train": ("gatta_viz.train", "train a GAttA model or its baseline"),
     "evaluate": ("gatta_viz.evaluate", "accuracy, noise robustness and pass-1 vs pass-2 changes of checkpoints"),
-    "explain": ("gatta_viz.explain", "write figures, overlays, raw maps and a JSON summary per image"),
+    "explain": ("gatta_viz.explain_cli", "write figures, overlays, raw maps and a JSON summary per image"),
     "faithfulness": ("gatta_viz.faithfulness", "deletion/insertion AUC of agreement maps vs Grad-CAM vs random"),
     "app": ("gatta_viz.app_launcher", "start the Streamlit app"),
 }

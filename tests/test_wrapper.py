@@ -7,7 +7,6 @@ from torch import nn
 
 import gatta_viz as gv
 
-torch.set_num_threads(2)
 
 
 def hook_count(model: nn.Module) -> int:

@@ -1,0 +1,83 @@
+"""2-D embedding of the global query q_avg over a dataset (the paper's Fig. 2b)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .data import ImageData
+
+__all__ = ["QEmbedding", "collect_q_avg", "pca_2d", "q_avg_embedding", "embedding_figure"]
+
+
+@dataclass
+class QEmbedding:
+    """q_avg projected to 2-D.
+
+    Attributes:
+        coords: (N, 2) PCA coordinates.
+        labels: (N,) classes.
+        explained: fraction of q_avg's variance on each of the 2 axes.
+        q_avg: (N, d) the vectors themselves.
+    """
+
+    coords: np.ndarray
+    labels: np.ndarray
+    explained: np.ndarray
+    q_avg: np.ndarray
+
+
+@torch.no_grad()
+def collect_q_avg(model, data: ImageData, n: Optional[int] = None, batch_size: int = 500, progress: bool = True) -> np.ndarray:
+    """q_avg (N, d) for the first ``n`` images of ``data`` (model's current train/eval mode is kept)."""
+    if not hasattr(model, "trace"):
+        raise ValueError("q_avg needs a GAttA model (one with .trace)")
+    d = data if n is None else data.subset(n)
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    out = []
+    try:
+        for i in tqdm(range(0, len(d), batch_size), desc="q_avg", disable=not progress, leave=False):
+            out.append(model.trace(d.normalize(d.images[i : i + batch_size])).q_avg.cpu())
+    finally:
+        for m, f in flags:
+            m.training = f
+    return torch.cat(out).numpy()
+
+
+def pca_2d(v: np.ndarray):
+    """PCA to 2 components by SVD of the centred data. Returns (coords (N, 2), explained variance ratio (2,))."""
+    v = np.asarray(v, dtype=np.float64)
+    c = v - v.mean(0, keepdims=True)
+    _, s, vt = np.linalg.svd(c, full_matrices=False)
+    coords = c @ vt[:2].T
+    var = s ** 2
+    return coords.astype(np.float32), (var[:2] / var.sum()).astype(np.float32) if var.sum() > 0 else np.zeros(2, np.float32)
+
+
+def q_avg_embedding(model, data: ImageData, n: Optional[int] = 2000, batch_size: int = 500) -> QEmbedding:
+    """q_avg of ``n`` images projected on its first two principal components."""
+    q = collect_q_avg(model, data, n, batch_size)
+    coords, explained = pca_2d(q)
+    labels = (data.labels if n is None else data.labels[:n]).numpy()
+    return QEmbedding(coords, labels, explained, q)
+
+
+def embedding_figure(emb: QEmbedding, classes: Sequence[str]):
+    """Scatter plot of the embedding coloured by class (matplotlib Figure)."""
+    from .figures import plt
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for c, name in enumerate(classes):
+        m = emb.labels == c
+        ax.scatter(emb.coords[m, 0], emb.coords[m, 1], s=5, alpha=0.6, color=cmap(c % cmap.N), label=name)
+    ax.set_xlabel(f"PC1 ({100 * emb.explained[0]:.0f}% of variance)")
+    ax.set_ylabel(f"PC2 ({100 * emb.explained[1]:.0f}%)")
+    ax.set_title(f"global query q_avg, {len(emb.labels)} images")
+    ax.legend(markerscale=3, fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,253 @@
+"""Faithfulness of saliency maps: deletion and insertion curves and their AUC.
+
+Deletion: pixels are replaced, most salient first, by the baseline value 0 in normalised space
+(= the dataset's mean intensity); a faithful map makes the target probability fall fast (low AUC).
+Insertion: start from the baseline image and reveal pixels, most salient first; a faithful map makes
+the probability rise fast (high AUC). The target is the model's predicted class (pass 2) on the clean
+image. Curves have ``steps + 1`` points at fractions 0, 1/steps, ..., 1 of the pixels.
+
+``gatta-viz faithfulness --n 200 --out results/faithfulness`` compares agreement maps, Grad-CAM and
+a random map on the first N Fashion-MNIST test images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .attributions import gradcam, integrated_gradients, saliency
+from .heatmaps import normalize, upsample
+
+__all__ = ["METHODS", "agreement_saliency", "explain_func", "perturbation_curve", "auc", "faithfulness_report",
+           "build_parser", "run"]
+
+METHODS = ("agreement", "gradcam", "random", "integrated_gradients", "saliency")
+
+
+@torch.no_grad()
+def agreement_saliency(model, x: torch.Tensor, layer: Optional[str] = None) -> np.ndarray:
+    """A pixel-level map from agreement maps.
+
+    Default (``layer=None``): the mean over conv layers of each layer's signed agreement map, upsampled
+    to the input size and scaled by its own max |value| per image, so every layer has an equal vote.
+    With ``layer``: that layer's upsampled map alone.
+
+    Returns:
+        (B, H, W) float32.
+    """
+    t = model.trace(x)
+    convs = [n for n, lt in t.layers.items() if lt.kind == "conv"]
+    if layer is not None:
+        if layer not in convs:
+            raise ValueError(f"{layer!r} is not a conv GAttA layer; conv layers: {convs}")
+        convs = [layer]
+    size = tuple(x.shape[2:])
+    out = np.zeros((x.shape[0], *size), dtype=np.float32)
+    for i in range(x.shape[0]):
+        maps = normalize({n: upsample(t.layers[n].agreement[i], size) for n in convs}, signed=True, joint=False)
+        out[i] = np.mean(list(maps.values()), axis=0)
+    return out
+
+
+def explain_func(model, inputs: torch.Tensor, targets, method: str = "agreement", layer: Optional[str] = None,
+                 seed: int = 0, **kwargs) -> np.ndarray:
+    """Saliency maps shaped like the input with channels collapsed, for Quantus-style tools.
+
+    Args:
+        model: GAttA model (plain models: gradcam, random, integrated_gradients, saliency only).
+        inputs: (B, C, H, W) tensor or array.
+        targets: class per image.
+        method: one of ``METHODS``.
+        layer: conv layer for "agreement" (default: mean over layers) and "gradcam" (default: last GAttA conv layer).
+        seed: for "random".
+    Returns:
+        (B, 1, H, W) float32 array.
+    """
+    x = torch.as_tensor(inputs, dtype=torch.float32)
+    size = tuple(x.shape[2:])
+    target = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    if method == "agreement":
+        m = agreement_saliency(model, x, layer)
+    elif method == "gradcam":
+        if layer is None:
+            if not hasattr(model, "layer_kinds"):
+                raise ValueError("gradcam on a plain model needs layer=")
+            layer = [n for n, k in model.layer_kinds.items() if k == "conv"][-1]
+        m = upsample(gradcam(model, x, layer, target), size)
+    elif method == "random":
+        m = np.random.default_rng(seed).random((x.shape[0], *size)).astype(np.float32)
+    elif method == "integrated_gradients":
+        m = integrated_gradients(model, x, target, n_steps=kwargs.get("n_steps", 50))
+    elif method == "saliency":
+        m = saliency(model, x, target)
+    else:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    return np.asarray(m, dtype=np.float32)[:, None]
+
+
+@torch.no_grad()
+def perturbation_curve(model, x: torch.Tensor, sal: np.ndarray, target, mode: str = "deletion", steps: int = 28,
+                       baseline: float = 0.0, batch_size: int = 512) -> np.ndarray:
+    """Target-class probability as pixels are deleted (or inserted), most salient first.
+
+    Args:
+        model: returns logits.
+        x: (B, C, H, W) normalised inputs.
+        sal: (B, H, W) or (B, 1, H, W) saliency; higher = more important. Ties keep raster order.
+        target: class per image.
+        mode: ``"deletion"`` or ``"insertion"``.
+        steps: number of perturbation steps.
+        baseline: value of a deleted pixel (normalised space).
+        batch_size: forwards per call.
+    Returns:
+        (B, steps + 1) probabilities.
+    """
+    if mode not in ("deletion", "insertion"):
+        raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+    sal = np.asarray(sal, dtype=np.float32).reshape(x.shape[0], -1)
+    b, hw = sal.shape
+    if hw != x.shape[2] * x.shape[3]:
+        raise ValueError(f"saliency has {hw} pixels, input has {x.shape[2] * x.shape[3]}")
+    order = np.argsort(-sal, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    rank[np.arange(b)[:, None], order] = np.arange(hw)[None, :]
+    rank_t = torch.from_numpy(rank).view(b, 1, *x.shape[2:])
+    counts = [int(round(k * hw / steps)) for k in range(steps + 1)]
+    target = torch.as_tensor(target, dtype=torch.long).reshape(-1).expand(b) if np.ndim(target) == 0 else torch.as_tensor(target).reshape(-1)
+    base = torch.full_like(x, baseline)
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    jobs = [(i, k) for i in range(b) for k in range(steps + 1)]
+    probs = np.zeros((b, steps + 1), dtype=np.float64)
+    try:
+        for s in range(0, len(jobs), batch_size):
+            chunk = jobs[s : s + batch_size]
+            imgs = []
+            for i, k in chunk:
+                top = (rank_t[i] < counts[k]).to(x.dtype)  # 1 where the pixel is among the k-th most salient
+                keep = 1 - top if mode == "deletion" else top
+                imgs.append(x[i] * keep + base[i] * (1 - keep))
+            p = torch.softmax(model(torch.stack(imgs)).double(), 1)
+            for j, (i, k) in enumerate(chunk):
+                probs[i, k] = float(p[j, target[i]])
+    finally:
+        for m, f in flags:
+            m.training = f
+    return probs
+
+
+def auc(curve: np.ndarray) -> np.ndarray:
+    """Area under curves sampled at equal steps over [0, 1] (trapezoid rule). (..., steps+1) -> (...)."""
+    c = np.asarray(curve, dtype=np.float64)
+    return (c[..., 1:] + c[..., :-1]).sum(-1) / (2 * (c.shape[-1] - 1))
+
+
+def faithfulness_report(model, x: torch.Tensor, methods: Sequence[str] = ("agreement", "gradcam", "random"),
+                        steps: int = 28, batch_size: int = 100, seed: int = 0) -> Dict[str, Any]:
+    """Deletion and insertion curves and AUCs of several saliency methods on the same images.
+
+    Args:
+        model: GAttA model.
+        x: (N, C, H, W) normalised inputs.
+        methods: names from ``METHODS``.
+        steps: perturbation steps.
+        batch_size: images per chunk.
+        seed: random-map seed.
+    Returns:
+        ``{"n", "steps", "target": "predicted class (pass 2)", "methods": {m: {"deletion_auc", "deletion_auc_se",
+        "insertion_auc", "insertion_auc_se", "deletion_curve", "insertion_curve"}}}`` (curves are means over images).
+    """
+    with torch.no_grad():
+        pred = torch.cat([model(x[i : i + 500]).argmax(1) for i in range(0, len(x), 500)])
+    out: Dict[str, Any] = {"n": int(len(x)), "steps": steps, "target": "predicted class (pass 2)", "methods": {}}
+    for m in methods:
+        dels, ins = [], []
+        for i in tqdm(range(0, len(x), batch_size), desc=f"faithfulness {m}", leave=False):
+            xb, tb = x[i : i + batch_size], pred[i : i + batch_size]
+            sal = explain_func(model, xb, tb, method=m, seed=seed + i)[:, 0]
+            dels.append(perturbation_curve(model, xb, sal, tb, "deletion", steps))
+            ins.append(perturbation_curve(model, xb, sal, tb, "insertion", steps))
+        d, n_ = np.concatenate(dels), np.concatenate(ins)
+        ad, ai = auc(d), auc(n_)
+        out["methods"][m] = {
+            "deletion_auc": float(ad.mean()), "deletion_auc_se": float(ad.std(ddof=1) / np.sqrt(len(ad))) if len(ad) > 1 else 0.0,
+            "insertion_auc": float(ai.mean()), "insertion_auc_se": float(ai.std(ddof=1) / np.sqrt(len(ai))) if len(ai) > 1 else 0.0,
+            "deletion_curve": d.mean(0).tolist(), "insertion_curve": n_.mean(0).tolist(),
+        }
+    return out
+
+
+def report_table(rep: Dict[str, Any]) -> str:
+    """Markdown table of a :func:`faithfulness_report`."""
+    rows = ["| map | deletion AUC (lower is better) | insertion AUC (higher is better) |", "|---|---:|---:|"]
+    for m, r in rep["methods"].items():
+        rows.append(f"| {m} | {r['deletion_auc']:.3f} ± {r['deletion_auc_se']:.3f} | {r['insertion_auc']:.3f} ± {r['insertion_auc_se']:.3f} |")
+    return "\n".join(rows)
+
+
+def plot_curves(rep: Dict[str, Any], path: str) -> str:
+    """Mean deletion and insertion curves of every method, saved to ``path``."""
+    from .figures import plt, save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    xs = np.linspace(0, 1, rep["steps"] + 1)
+    for ax, kind in zip(axes, ("deletion", "insertion")):
+        for m, r in rep["methods"].items():
+            ax.plot(xs, r[f"{kind}_curve"], label=f"{m} (AUC {r[f'{kind}_auc']:.3f})")
+        ax.set_xlabel(f"fraction of pixels {'deleted' if kind == 'deletion' else 'inserted'}")
+        ax.set_ylabel("p(predicted class)")
+        ax.set_title(f"{kind} ({rep['n']} images)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(prog="gatta-viz faithfulness", description=__doc__)
+    p.add_argument("--model", default=None, help="bundled model name (default: fmnist-gatta-resnet)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint path (instead of --model)")
+    p.add_argument("--n", type=int, default=200, help="first N test images")
+    p.add_argument("--methods", nargs="+", default=["agreement", "gradcam", "random"], choices=METHODS)
+    p.add_argument("--steps", type=int, default=28)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/faithfulness")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from .checkpoint import DEFAULT_MODEL, load_model
+    from .data import load_dataset
+
+    try:
+        lm = load_model(args.checkpoint or args.model or DEFAULT_MODEL)
+        if not lm.is_gatta and "agreement" in args.methods:
+            raise ValueError(f"model {lm.name} has no GAttA layers; drop 'agreement' from --methods")
+        data = load_dataset(lm.meta.get("dataset", "fashion-mnist"), "test").subset(args.n)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    x, _ = data.tensors()
+    rep = faithfulness_report(lm.model, x, args.methods, args.steps, seed=args.seed)
+    rep["model"] = lm.name
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "faithfulness.json"), "w") as f:
+        json.dump(rep, f, indent=2)
+    plot_curves(rep, os.path.join(args.out, "faithfulness.png"))
+    print(report_table(rep))
+    print(f"wrote {args.out}/faithfulness.json and {args.out}/faithfulness.png")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

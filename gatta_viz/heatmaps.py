@@ -1,0 +1,101 @@
+"""Agreement maps as heatmaps: upsampling to the input size and signed/rectified, per-layer/joint normalisation."""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .trace import GAttATrace
+
+__all__ = ["upsample", "normalize", "conv_heatmaps"]
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+def upsample(maps: ArrayLike, size: Tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of (H, W) or (B, H, W) maps to ``size`` = (H_out, W_out).
+
+    Orientation is kept (row 0 stays the top row, column 0 the left column) and any aspect
+    ratio works; ``align_corners=False`` so each map cell covers an equal area of the input.
+
+    Args:
+        maps: a map or a batch of maps.
+        size: output (height, width).
+    Returns:
+        float32 array of shape ``size`` or (B, *size).
+    """
+    t = torch.as_tensor(np.asarray(maps.detach().cpu() if torch.is_tensor(maps) else maps), dtype=torch.float32)
+    if t.dim() not in (2, 3):
+        raise ValueError(f"maps must be (H, W) or (B, H, W), got shape {tuple(t.shape)}")
+    squeeze = t.dim() == 2
+    t = t.unsqueeze(0) if squeeze else t
+    h, w = int(size[0]), int(size[1])
+    if h <= 0 or w <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    out = F.interpolate(t.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+    out = out.numpy()
+    return out[0] if squeeze else out
+
+
+def normalize(maps: Dict[str, np.ndarray], signed: bool = True, joint: bool = False) -> Dict[str, np.ndarray]:
+    """Scale maps for display.
+
+    signed: ``x / max|x|`` -> [-1, 1]; 0 stays 0, so a diverging colormap centred at 0 shows agreement
+    (> 0) and disagreement (< 0). rectified (``signed=False``): ``max(x, 0) / max`` -> [0, 1].
+    ``joint=True`` uses one scale for all maps (layers become comparable); otherwise each map has its own.
+    A map that is all zero (or all negative when rectified) becomes zeros, never NaN.
+
+    Args:
+        maps: name -> array of any shape.
+        signed: keep the sign (True) or rectify (False).
+        joint: one scale across all maps.
+    Returns:
+        name -> float32 array of the same shape.
+    """
+    prepared = {k: (np.asarray(v, dtype=np.float32) if signed else np.maximum(np.asarray(v, dtype=np.float32), 0)) for k, v in maps.items()}
+    for k, v in prepared.items():
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"map {k!r} contains NaN or infinite values")
+
+    def scale(v: np.ndarray) -> float:
+        return float(np.abs(v).max()) if v.size else 0.0
+
+    joint_scale = max((scale(v) for v in prepared.values()), default=0.0)
+    out = {}
+    for k, v in prepared.items():
+        s = joint_scale if joint else scale(v)
+        out[k] = (v / s).astype(np.float32) if s > 0 else np.zeros_like(v, dtype=np.float32)
+    return out
+
+
+def conv_heatmaps(
+    trace: GAttATrace,
+    index: int,
+    size: Tuple[int, int],
+    signed: bool = True,
+    joint: bool = False,
+    layers: Optional[Sequence[str]] = None,
+) -> Dict[str, np.ndarray]:
+    """Normalised agreement maps of one image's conv layers, upsampled to the input size.
+
+    Normalisation happens after upsampling, so values are in [-1, 1] (signed) or [0, 1].
+
+    Args:
+        trace: a trace from ``model.trace``.
+        index: which image of the batch.
+        size: input (height, width).
+        signed, joint: see :func:`normalize`.
+        layers: subset of conv layers (default: all conv layers, in forward order).
+    Returns:
+        layer name -> (H, W) float32 array.
+    """
+    names = [n for n, lt in trace.layers.items() if lt.kind == "conv"]
+    if layers is not None:
+        unknown = [n for n in layers if n not in names]
+        if unknown:
+            raise ValueError(f"not conv layers of this trace: {unknown}; conv layers are {names}")
+        names = [n for n in names if n in layers]
+    raw = {n: upsample(trace.layers[n].agreement[index], size) for n in names}
+    return normalize(raw, signed=signed, joint=joint)

@@ -1,0 +1,166 @@
+"""Layer contributions, captum comparisons, faithfulness curves, embedding, figures."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import gatta_viz as gv
+
+
+@pytest.fixture(scope="module")
+def toy():
+    torch.manual_seed(0)
+    model = gv.gatta_toy(in_channels=1, input_size=28, alpha_init=0.3).eval()
+    return model
+
+
+def test_layer_statistics_by_hand(toy):
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        t = toy.trace(x)
+    rows = gv.layer_statistics(t, index=1)
+    r = {row["layer"]: row for row in rows}["conv2"]
+    g = t.agreement("conv2")[1].double()
+    gain = 1 + 0.3 * g
+    assert r["alpha"] == pytest.approx(0.3)
+    assert r["mean"] == pytest.approx(float(g.mean()))
+    assert r["std"] == pytest.approx(float(g.std(unbiased=False)))
+    assert r["frac_up"] == pytest.approx(float((g > 0).double().mean()))  # alpha > 0: up where gatta > 0
+    assert r["frac_up"] + r["frac_down"] <= 1.0
+    assert r["mean_gain"] == pytest.approx(float(gain.mean()))
+
+
+def test_ablation_score_is_exactly_zero_for_a_layer_with_alpha_zero(toy):
+    with torch.no_grad():
+        toy.alpha_of("conv2").fill_(0.0)
+    try:
+        x = torch.randn(3, 1, 28, 28)
+        scores = gv.ablation_scores(toy, x, target=torch.tensor([0, 3, 7]))
+        assert np.all(scores["conv2"] == 0.0)
+        assert np.abs(scores["conv1"]).max() > 0  # alpha != 0: switching it off changes something
+        # by hand for one layer: p(full) - p(conv1 off)
+        with torch.no_grad():
+            full = torch.softmax(toy(x).double(), 1)[[0, 1, 2], [0, 3, 7]]
+            off = torch.softmax(toy.trace(x, alpha_override={"conv1": 0.0}).logits.double(), 1)[[0, 1, 2], [0, 3, 7]]
+        assert np.allclose(scores["conv1"], (full - off).numpy(), atol=1e-12)
+        table = gv.contribution_table(toy, x, targets=[0, 3, 7])
+        assert [r["layer"] for r in table] == toy.layer_names
+        assert {r["layer"]: r["dprob_true"] for r in table}["conv2"] == 0.0
+    finally:
+        with torch.no_grad():
+            toy.alpha_of("conv2").fill_(0.3)
+
+
+def test_rank_correlation_by_hand():
+    a = np.array([[1.0, 2.0], [3.0, 4.0]])
+    assert gv.rank_correlation(a, a * 10 + 3) == pytest.approx(1.0)
+    assert gv.rank_correlation(a, -a) == pytest.approx(-1.0)
+    # ranks [1,2,3,4] vs [2,1,4,3]: rho = 1 - 6*sum(d^2)/(n(n^2-1)) = 1 - 6*4/60 = 0.6
+    assert gv.rank_correlation(a, np.array([[2.0, 1.0], [4.0, 3.0]])) == pytest.approx(0.6)
+    # ties get average ranks: [1, 2.5, 2.5, 4] vs [1, 2, 3, 4] -> Pearson of ranks
+    ra, rb = np.array([1, 2.5, 2.5, 4]), np.array([1, 2, 3, 4])
+    assert gv.rank_correlation(np.array([[0, 1], [1, 2.0]]), a) == pytest.approx(np.corrcoef(ra, rb)[0, 1])
+    assert np.isnan(gv.rank_correlation(np.ones((2, 2)), a))
+    # different sizes are upsampled to a common one
+    assert gv.rank_correlation(np.array([[0.0, 1.0]]), np.tile(np.linspace(0, 1, 8), (2, 1))) > 0.9
+
+
+def test_captum_maps_and_comparison_table(toy):
+    x = torch.randn(2, 1, 28, 28)
+    cam = gv.gradcam(toy, x, "conv3", [1, 2])
+    assert cam.shape == (2, 7, 7)
+    ig = gv.integrated_gradients(toy, x, [1, 2], n_steps=8)
+    sal = gv.saliency(toy, x, [1, 2])
+    assert ig.shape == sal.shape == (2, 28, 28) and sal.min() >= 0
+    rows = gv.compare_with_captum(toy, x, [1, 2], ig_steps=8)
+    assert len(rows) == 2 * 3 and {r["layer"] for r in rows} == {"conv1", "conv2", "conv3"}
+    assert all(-1 <= r["gradcam"] <= 1 for r in rows)
+    with pytest.raises(ValueError, match="no layer"):
+        gv.gradcam(toy, x, "conv9", 0)
+
+
+class PixelModel(nn.Module):
+    """logit_1 = sum of w * x (a known set of important pixels), logit_0 = 0."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.register_buffer("w", w)
+
+    def forward(self, x):
+        s = (x[:, 0] * self.w).sum((1, 2))
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def test_oracle_map_beats_random_on_insertion_and_deletion():
+    torch.manual_seed(0)
+    w = torch.zeros(8, 8)
+    w[2:4, 5:7] = 0.5  # four pixels carry the class (logit ~2: not saturated)
+    model = PixelModel(w).eval()
+    x = torch.ones(6, 1, 8, 8) + 0.1 * torch.rand(6, 1, 8, 8)
+    oracle = w.expand(6, 8, 8).numpy()
+    rand = np.random.default_rng(0).random((6, 8, 8))
+    ins_o = gv.auc(gv.perturbation_curve(model, x, oracle, 1, "insertion", steps=16))
+    ins_r = gv.auc(gv.perturbation_curve(model, x, rand, 1, "insertion", steps=16))
+    del_o = gv.auc(gv.perturbation_curve(model, x, oracle, 1, "deletion", steps=16))
+    del_r = gv.auc(gv.perturbation_curve(model, x, rand, 1, "deletion", steps=16))
+    assert ins_o.mean() > ins_r.mean() + 0.1
+    assert del_o.mean() < del_r.mean() - 0.1
+    # endpoints: deletion starts at the clean probability and ends at the baseline's (0.5 with 0-logits)
+    curve = gv.perturbation_curve(model, x, oracle, 1, "deletion", steps=16)
+    assert np.allclose(curve[:, -1], 0.5) and np.all(curve[:, 0] > 0.88)
+
+
+def test_auc_trapezoid_by_hand():
+    assert gv.auc(np.array([0.0, 1.0])) == pytest.approx(0.5)
+    assert gv.auc(np.array([1.0, 1.0, 0.0])) == pytest.approx(0.75)
+
+
+def test_explain_func_shapes_like_input(toy):
+    x = torch.randn(3, 1, 28, 28)
+    for method in ("agreement", "gradcam", "random", "saliency"):
+        out = gv.explain_func(toy, x, [0, 1, 2], method=method)
+        assert out.shape == (3, 1, 28, 28) and out.dtype == np.float32 and np.isfinite(out).all()
+    with pytest.raises(ValueError, match="unknown method"):
+        gv.explain_func(toy, x, [0, 1, 2], method="magic")
+
+
+def test_pca_embedding_by_hand():
+    v = np.array([[1.0, 0, 0], [-1.0, 0, 0], [0, 2.0, 0], [0, -2.0, 0]])
+    coords, explained = gv.pca_2d(v)
+    assert explained == pytest.approx([0.8, 0.2])  # variances 8 and 2 along y and x
+    assert np.allclose(np.abs(coords[:, 0]), [0, 0, 2, 2], atol=1e-6)
+
+
+def test_fig3_and_alpha_bars_written(toy, tmp_path):
+    x = torch.randn(1, 1, 28, 28)
+    with torch.no_grad():
+        t = toy.trace(x)
+    classes = [f"c{i}" for i in range(10)]
+    fig = gv.fig3(x[0], t, 0, classes=classes, true_label=4)
+    # image + 3 conv maps + 2 dense bar charts + 1 colorbar
+    assert len(fig.axes) == 1 + 3 + 2 + 1
+    bars = fig.axes[5].patches
+    pred = int(t.logits_pass2[0].argmax())
+    assert len(bars) == 10
+    assert bars[pred].get_facecolor()[:3] == pytest.approx((0xD6 / 255, 0x27 / 255, 0x28 / 255))
+    if pred != 4:
+        assert bars[4].get_facecolor()[:3] == pytest.approx((0x2C / 255, 0xA0 / 255, 0x2C / 255))
+    path = gv.save_figure(fig, str(tmp_path / "f.png"))
+    assert Image.open(path).size[0] > 500
+    svg = gv.save_figure(gv.alpha_bars(t.alphas), str(tmp_path / "a.svg"))
+    assert open(svg).read().lstrip().startswith("<?xml")
+    with pytest.raises(ValueError, match=".png"):
+        gv.save_figure(gv.alpha_bars(t.alphas), str(tmp_path / "a.txt"))
+
+
+def test_plotly_slider_and_class_bars(toy):
+    x = torch.randn(1, 1, 28, 28)
+    with torch.no_grad():
+        t = toy.trace(x)
+    hm = gv.conv_heatmaps(t, 0, (28, 28))
+    fig = gv.layer_slider(np.zeros((28, 28)), hm)
+    assert len(fig.data) == 3 and len(fig.layout.sliders[0].steps) == 3
+    assert [d.visible for d in fig.data] == [True, False, False]
+    bars = gv.class_bars(t, 0, [str(i) for i in range(10)], true_label=1)
+    assert list(bars.data[0].y) == pytest.approx(t.agreement("fc2")[0].tolist(), rel=1e-5)
