@@ -1,6 +1,6 @@
 """Speed of GAttA traces vs the plain backbone, captum Grad-CAM / Integrated Gradients, and the app's render path.
 
-Run:  .venv/bin/python benchmarks/speed.py            (prints a markdown table; ~3-6 minutes on 2 CPU cores)
+Run:  .venv/bin/python benchmarks/speed.py            (prints markdown tables; a few minutes on 2 CPU cores)
       .venv/bin/python benchmarks/speed.py --quick    (fewer repeats)
 
 Rows: default bundled model (1x28x28) and gatta_resnet18 (random weights, 3x224x224), at batch 1 and 64.
@@ -20,7 +20,8 @@ from typing import Callable, Dict, List
 import torch
 from captum.attr import IntegratedGradients, LayerGradCam
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 import gatta_viz as gv  # noqa: E402
 
 
@@ -57,6 +58,18 @@ def bench_model(name: str, model: gv.GAttANet, shape, batch: int, repeats: int, 
     return res
 
 
+def app_render_seconds(repeats: int) -> float:
+    """Server time of the Streamlit app's render path (app/logic.render: decode, trace, maps, Grad-CAM, figure PNG,
+    npz) for one 28x28 sample image on the default model, model already loaded (the app caches it)."""
+    sys.path.insert(0, os.path.join(REPO, "app"))
+    import logic  # noqa: PLC0415
+
+    lm = logic.load_model(gv.DEFAULT_MODEL)
+    path = os.path.join(REPO, "sample_images", "fashion-mnist", "trouser_test00002.png")
+    data = open(path, "rb").read()
+    return timeit(lambda: logic.render(lm, "trouser.png", logic.decode("trouser.png", data)), repeats)
+
+
 def main(argv: List[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
@@ -90,6 +103,9 @@ def main(argv: List[str] | None = None) -> int:
             gc_key = next(k for k in res if k.startswith("captum LayerGradCam"))
             print(f"\ntrace/plain = {trace_ratio:.2f} (target <= 2.2: {'met' if trace_ratio <= 2.2 else 'MISSED'}); "
                   f"trace faster than Grad-CAM: {'yes' if res['GAttA trace (all maps)'] < res[gc_key] else 'NO'}\n", flush=True)
+    app = app_render_seconds(repeats)
+    print(f"### Streamlit app, one 28x28 image on the default model\n\nserver render time (app/logic.render): "
+          f"{1000 * app:.0f} ms (target < 1000 ms: {'met' if app < 1.0 else 'MISSED'})")
     return 0
 
 

@@ -112,7 +112,7 @@ def load_image(
     except UnidentifiedImageError:
         raise ImageError(name, "not a recognised image format (PNG, JPEG, WebP, BMP, TIFF, GIF)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(name, f"image too large (decompression bomb guard): {e}") from None
+        raise ImageError(name, f"image is over the pixel limit (decompression bomb guard: {e})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(name, f"image data is truncated or corrupt ({e})") from None
     try:
