@@ -104,9 +104,6 @@ def noise_table(results: List[Dict[str, Any]]) -> str:
 
 def plot_noise(results: List[Dict[str, Any]], path: str) -> str:
     """Accuracy vs noise sigma, one line per model; saved to ``path`` (PNG/SVG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4))

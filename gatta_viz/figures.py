@@ -4,17 +4,14 @@ from __future__ import annotations
 import os
 from typing import Dict, Optional, Sequence, Union
 
-import matplotlib
+import matplotlib.pyplot as plt  # matplotlib picks Agg by itself on machines without a display
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from .heatmaps import normalize  # noqa: E402
-from .overlays import to_rgb_array  # noqa: E402
-from .trace import GAttATrace  # noqa: E402
+from .heatmaps import normalize
+from .overlays import to_rgb_array
+from .trace import GAttATrace
 
 __all__ = ["fig3", "alpha_bars", "save_figure", "image_for_display"]
 
