@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from .data import ImageData
+from .wrapper import temporarily_eval
 
 __all__ = ["QEmbedding", "collect_q_avg", "pca_2d", "q_avg_embedding", "embedding_figure"]
 
@@ -36,15 +37,10 @@ def collect_q_avg(model, data: ImageData, n: Optional[int] = None, batch_size: i
     if not hasattr(model, "trace"):
         raise ValueError("q_avg needs a GAttA model (one with .trace)")
     d = data if n is None else data.subset(n)
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
     out = []
-    try:
+    with temporarily_eval(model):
         for i in tqdm(range(0, len(d), batch_size), desc="q_avg", disable=not progress, leave=False):
             out.append(model.trace(d.normalize(d.images[i : i + batch_size])).q_avg.cpu())
-    finally:
-        for m, f in flags:
-            m.training = f
     return torch.cat(out).numpy()
 
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from .checkpoint import LoadedModel, load_model
 from .data import ImageData, load_dataset
+from .wrapper import temporarily_eval
 
 __all__ = ["NOISE_SIGMAS", "evaluate_model", "noise_table", "plot_noise", "build_parser", "run"]
 
@@ -49,15 +50,13 @@ def evaluate_model(
         "pass_change": {"changed", "fixed", "broken"} at sigma 0 (GAttA only)}``; fractions of images.
     """
     model = loaded.model
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
     gatta = loaded.is_gatta
     correct = {s: 0 for s in sigmas}
     correct1 = {s: 0 for s in sigmas}
     changed = fixed = broken = 0
     mean = torch.tensor(data.mean).view(1, -1, 1, 1)
     std = torch.tensor(data.std).view(1, -1, 1, 1)
-    try:
+    with temporarily_eval(model):
         steps = [(s, i) for s in sigmas for i in range(0, len(data), batch_size)]
         for s, i in tqdm(steps, desc=f"evaluate {loaded.name}", disable=not progress, leave=False):
             pix = data.images[i : i + batch_size].float() / 255.0
@@ -77,9 +76,6 @@ def evaluate_model(
             else:
                 p2 = model(x).argmax(1)
             correct[s] += int((p2 == y).sum())
-    finally:
-        for m, f in flags:
-            m.training = f
     n = len(data)
     out: Dict[str, Any] = {"model": loaded.name, "n": n, "accuracy": {str(s): correct[s] / n for s in sigmas}}
     if gatta:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from .attributions import gradcam, integrated_gradients, saliency
 from .heatmaps import normalize, upsample
+from .wrapper import temporarily_eval
 
 __all__ = ["METHODS", "agreement_saliency", "explain_func", "perturbation_curve", "auc", "faithfulness_report",
            "build_parser", "run"]
@@ -121,11 +122,9 @@ def perturbation_curve(model, x: torch.Tensor, sal: np.ndarray, target, mode: st
     counts = [int(round(k * hw / steps)) for k in range(steps + 1)]
     target = torch.as_tensor(target, dtype=torch.long).reshape(-1).expand(b) if np.ndim(target) == 0 else torch.as_tensor(target).reshape(-1)
     base = torch.full_like(x, baseline)
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
     jobs = [(i, k) for i in range(b) for k in range(steps + 1)]
     probs = np.zeros((b, steps + 1), dtype=np.float64)
-    try:
+    with temporarily_eval(model):
         for s in range(0, len(jobs), batch_size):
             chunk = jobs[s : s + batch_size]
             imgs = []
@@ -136,9 +135,6 @@ def perturbation_curve(model, x: torch.Tensor, sal: np.ndarray, target, mode: st
             p = torch.softmax(model(torch.stack(imgs)).double(), 1)
             for j, (i, k) in enumerate(chunk):
                 probs[i, k] = float(p[j, target[i]])
-    finally:
-        for m, f in flags:
-            m.training = f
     return probs
 
 

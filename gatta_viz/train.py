@@ -23,6 +23,7 @@ from tqdm import tqdm
 from .builders import BUILDERS, build_model
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import ImageData, augment_batch, load_dataset
+from .wrapper import temporarily_eval
 
 __all__ = ["baseline_of", "model_kwargs", "accuracy", "train", "build_parser", "run", "main"]
 
@@ -73,10 +74,8 @@ def _rng_state() -> Dict[str, Any]:
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, data: ImageData, batch_size: int = 500) -> Dict[str, float]:
     """Test accuracy of pass 2 (the output) and, for GAttA models, of pass 1. Restores train/eval flags."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
     correct2 = correct1 = 0
-    try:
+    with temporarily_eval(model):
         for i in range(0, len(data), batch_size):
             x = data.normalize(data.images[i : i + batch_size])
             y = data.labels[i : i + batch_size]
@@ -86,9 +85,6 @@ def accuracy(model: torch.nn.Module, data: ImageData, batch_size: int = 500) -> 
                 correct2 += int((t.logits_pass2.argmax(1) == y).sum())
             else:
                 correct2 += int((model(x).argmax(1) == y).sum())
-    finally:
-        for m, f in flags:
-            m.training = f
     out = {"acc": correct2 / len(data)}
     if hasattr(model, "trace"):
         out["acc_pass1"] = correct1 / len(data)
