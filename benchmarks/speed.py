@@ -37,7 +37,8 @@ def timeit(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def bench_model(name: str, model: gv.GAttANet, shape, batch: int, repeats: int, gradcam_layer: str) -> Dict[str, float]:
+def bench_model(name: str, model: gv.GAttANet, shape, batch: int, repeats: int, gradcam_layer: str,
+                with_ig: bool = True) -> Dict[str, float]:
     model.eval()
     x = torch.randn(batch, *shape)
     target = torch.zeros(batch, dtype=torch.long)
@@ -49,12 +50,12 @@ def bench_model(name: str, model: gv.GAttANet, shape, batch: int, repeats: int, 
     layer = dict(model.backbone.named_modules())[gradcam_layer]
     gc = LayerGradCam(model, layer)
     res[f"captum LayerGradCam ({gradcam_layer})"] = timeit(lambda: gc.attribute(x, target=target), repeats)
-    ig = IntegratedGradients(model)
-    ig_batch = max(1, min(batch, 64))
-    ig_repeats = 1 if batch > 1 or shape[-1] > 100 else max(1, repeats // 3)
-    res["captum IntegratedGradients (50 steps)"] = timeit(
-        lambda: ig.attribute(x[:ig_batch], target=target[:ig_batch], n_steps=50, internal_batch_size=64), ig_repeats, warmup=0
-    )
+    if with_ig:
+        ig = IntegratedGradients(model)
+        ig_repeats = 1 if batch > 1 or shape[-1] > 100 else max(1, repeats // 3)
+        res["captum IntegratedGradients (50 steps)"] = timeit(
+            lambda: ig.attribute(x, target=target, n_steps=50, internal_batch_size=64), ig_repeats, warmup=0
+        )
     return res
 
 
@@ -72,7 +73,9 @@ def app_render_seconds(repeats: int) -> float:
 
 def main(argv: List[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--quick", action="store_true", help="fewer repeats, no resnet18 batch 64")
+    p.add_argument("--full", action="store_true", help="also IntegratedGradients on resnet18 at batch 64 (3,200 "
+                   "two-pass forward+backward passes at 224x224: many minutes on a CPU)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = p.parse_args(argv)
     if args.threads:
@@ -93,12 +96,19 @@ def main(argv: List[str] | None = None) -> int:
         for batch in (1, 64):
             if shape[-1] > 100 and batch == 64 and args.quick:
                 continue
-            res = bench_model(title, model, shape, batch, repeats if shape[-1] < 100 else max(2, repeats // 2), layer)
+            big = shape[-1] > 100
+            with_ig = args.full or not (big and batch == 64)
+            res = bench_model(title, model, shape, batch, repeats if not big else max(2, repeats // 2), layer, with_ig)
+            if not with_ig:
+                res["captum IntegratedGradients (50 steps)"] = float("nan")
             base = res["plain backbone forward"]
             print(f"### {title}, batch {batch}")
             print("| what | ms per call | x plain forward |\n|---|---:|---:|")
             for k, v in res.items():
-                print(f"| {k} | {1000 * v:.1f} | {v / base:.2f} |")
+                if v != v:  # NaN: not run
+                    print(f"| {k} | not run (use --full) | |")
+                else:
+                    print(f"| {k} | {1000 * v:.1f} | {v / base:.2f} |")
             trace_ratio = res["GAttA trace (all maps)"] / base
             gc_key = next(k for k in res if k.startswith("captum LayerGradCam"))
             print(f"\ntrace/plain = {trace_ratio:.2f} (target <= 2.2: {'met' if trace_ratio <= 2.2 else 'MISSED'}); "

@@ -28,16 +28,18 @@ from .wrapper import temporarily_eval
 __all__ = ["METHODS", "agreement_saliency", "explain_func", "perturbation_curve", "auc", "faithfulness_report",
            "build_parser", "run"]
 
-METHODS = ("agreement", "gradcam", "random", "integrated_gradients", "saliency")
+METHODS = ("agreement", "gain", "gradcam", "random", "integrated_gradients", "saliency")
 
 
 @torch.no_grad()
-def agreement_saliency(model, x: torch.Tensor, layer: Optional[str] = None) -> np.ndarray:
+def agreement_saliency(model, x: torch.Tensor, layer: Optional[str] = None, gain: bool = False) -> np.ndarray:
     """A pixel-level map from agreement maps.
 
     Default (``layer=None``): the mean over conv layers of each layer's signed agreement map, upsampled
     to the input size and scaled by its own max |value| per image, so every layer has an equal vote.
-    With ``layer``: that layer's upsampled map alone.
+    With ``layer``: that layer's upsampled map alone. With ``gain=True`` each layer's map is multiplied by
+    its alpha first (alpha * gatta = gain - 1): positive where the layer is up-regulated, whatever the
+    sign of alpha (with alpha < 0 the network boosts the positions that *disagree* with q_avg).
 
     Returns:
         (B, H, W) float32.
@@ -51,7 +53,8 @@ def agreement_saliency(model, x: torch.Tensor, layer: Optional[str] = None) -> n
     size = tuple(x.shape[2:])
     out = np.zeros((x.shape[0], *size), dtype=np.float32)
     for i in range(x.shape[0]):
-        maps = normalize({n: upsample(t.layers[n].agreement[i], size) for n in convs}, signed=True, joint=False)
+        maps = normalize({n: upsample(t.layers[n].agreement[i] * (t.layers[n].alpha if gain else 1.0), size)
+                          for n in convs}, signed=True, joint=False)
         out[i] = np.mean(list(maps.values()), axis=0)
     return out
 
@@ -64,8 +67,9 @@ def explain_func(model, inputs: torch.Tensor, targets, method: str = "agreement"
         model: GAttA model (plain models: gradcam, random, integrated_gradients, saliency only).
         inputs: (B, C, H, W) tensor or array.
         targets: class per image.
-        method: one of ``METHODS``.
-        layer: conv layer for "agreement" (default: mean over layers) and "gradcam" (default: last GAttA conv layer).
+        method: one of ``METHODS``: "agreement" (raw signed agreement, as the paper plots it), "gain"
+            (alpha * agreement: where the modulation boosts), "gradcam", "random", "integrated_gradients", "saliency".
+        layer: conv layer for "agreement"/"gain" (default: mean over layers) and "gradcam" (default: last GAttA conv layer).
         seed: for "random".
     Returns:
         (B, 1, H, W) float32 array.
@@ -73,8 +77,8 @@ def explain_func(model, inputs: torch.Tensor, targets, method: str = "agreement"
     x = torch.as_tensor(inputs, dtype=torch.float32)
     size = tuple(x.shape[2:])
     target = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
-    if method == "agreement":
-        m = agreement_saliency(model, x, layer)
+    if method in ("agreement", "gain"):
+        m = agreement_saliency(model, x, layer, gain=method == "gain")
     elif method == "gradcam":
         if layer is None:
             if not hasattr(model, "layer_kinds"):
@@ -210,7 +214,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--model", default=None, help="bundled model name (default: fmnist-gatta-resnet)")
     p.add_argument("--checkpoint", default=None, help="checkpoint path (instead of --model)")
     p.add_argument("--n", type=int, default=200, help="first N test images")
-    p.add_argument("--methods", nargs="+", default=["agreement", "gradcam", "random"], choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=["agreement", "gain", "gradcam", "random"], choices=METHODS)
     p.add_argument("--steps", type=int, default=28)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/faithfulness")
@@ -223,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         lm = load_model(args.checkpoint or args.model or DEFAULT_MODEL)
-        if not lm.is_gatta and "agreement" in args.methods:
+        if not lm.is_gatta and {"agreement", "gain"} & set(args.methods):
             raise ValueError(f"model {lm.name} has no GAttA layers; drop 'agreement' from --methods")
         data = load_dataset(lm.meta.get("dataset", "fashion-mnist"), "test").subset(args.n)
     except (ValueError, FileNotFoundError) as e:

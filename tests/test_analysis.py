@@ -118,7 +118,7 @@ def test_auc_trapezoid_by_hand():
 
 def test_explain_func_shapes_like_input(toy):
     x = torch.randn(3, 1, 28, 28)
-    for method in ("agreement", "gradcam", "random", "saliency"):
+    for method in ("agreement", "gain", "gradcam", "random", "saliency"):
         out = gv.explain_func(toy, x, [0, 1, 2], method=method)
         assert out.shape == (3, 1, 28, 28) and out.dtype == np.float32 and np.isfinite(out).all()
     with pytest.raises(ValueError, match="unknown method"):
@@ -164,3 +164,18 @@ def test_plotly_slider_and_class_bars(toy):
     assert [d.visible for d in fig.data] == [True, False, False]
     bars = gv.class_bars(t, 0, [str(i) for i in range(10)], true_label=1)
     assert list(bars.data[0].y) == pytest.approx(t.agreement("fc2")[0].tolist(), rel=1e-5)
+
+
+def test_gain_map_is_agreement_signed_by_alpha(toy):
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        toy.alpha_of("conv2").fill_(-0.5)
+    try:
+        raw = gv.agreement_saliency(toy, x, layer="conv2")
+        gain = gv.agreement_saliency(toy, x, layer="conv2", gain=True)
+        assert np.allclose(gain, -raw, atol=1e-6)  # alpha < 0: boosted where the agreement is negative
+        assert np.allclose(gv.agreement_saliency(toy, x, layer="conv1", gain=True),
+                           gv.agreement_saliency(toy, x, layer="conv1"), atol=1e-6)  # alpha = 0.3 > 0
+    finally:
+        with torch.no_grad():
+            toy.alpha_of("conv2").fill_(0.3)
