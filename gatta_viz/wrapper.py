@@ -245,30 +245,23 @@ class GAttANet(nn.Module):
             if calls[name] > 1:
                 raise RuntimeError(f"layer {name!r} ran more than once in one pass")
 
-        # Pass 1: plain forward; collect keys and mean queries of every layer.
-        truncate = self.detach_pass1 and torch.is_grad_enabled()
+        # Pass 1: plain forward, keeping every selected layer's output; then keys and mean queries.
         acts: Dict[str, torch.Tensor] = {}
 
         def pass1_hook(name: str):
-            kq = self._kq(name)
-
             def hook(_m, _i, out):
                 check_once(name)
-                if truncate:
-                    acts[name] = out
-                else:
-                    keys[name] = kq.keys(out)
-                    mean_q[name] = kq.mean_query(out)
-                # keep the saved activation safe from in-place ops downstream
-                return out.clone() if torch.is_grad_enabled() or truncate else None
+                acts[name] = out
+                return out.clone()  # downstream in-place ops (e.g. `out += identity`) must not alter acts
 
             return hook
 
-        with forward_hooks(modules, pass1_hook), torch.set_grad_enabled(torch.is_grad_enabled() and not truncate):
+        # detach_pass1: no autograd through the backbone here; K and Q still learn from the (detached) activations
+        with forward_hooks(modules, pass1_hook), torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_pass1):
             logits1 = self.backbone(x)
-        for name, a in acts.items():  # truncated: K and Q learn from detached pass-1 activations
-            keys[name] = self._kq(name).keys(a)
-            mean_q[name] = self._kq(name).mean_query(a)
+        for name in self.layer_names:
+            keys[name] = self._kq(name).keys(acts[name])
+            mean_q[name] = self._kq(name).mean_query(acts[name])
         q_avg = global_query([mean_q[n] for n in self.layer_names])
         gatta = {n: agreement(keys[n], q_avg) for n in self.layer_names}
 

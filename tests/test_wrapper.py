@@ -271,3 +271,33 @@ def test_detach_pass1_same_outputs_and_gatta_gradients_but_backbone_learns_throu
     g_full = model.backbone.conv1[0].weight.grad
     g_trunc = twin.backbone.conv1[0].weight.grad
     assert g_trunc.abs().sum() > 0 and not torch.allclose(g_full, g_trunc)
+
+
+class InPlaceNet(nn.Module):
+    """The hooked module's output is changed in place afterwards (as in ResNet blocks: out += identity)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        out = self.bn(self.conv(x))
+        out += 5.0
+        return self.fc(torch.relu_(out).mean((2, 3)))
+
+
+def test_agreement_uses_the_layer_output_before_later_in_place_ops():
+    torch.manual_seed(0)
+    net = InPlaceNet().eval()
+    model = gv.GAttANet(net, ["bn"], input_shape=(1, 8, 8), d=2, alpha_init=0.5).eval()
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        bn_out = net.bn(net.conv(x))
+        t = model.trace(x, return_keys=True)
+        assert torch.allclose(t.layers["bn"].keys, model.kq["bn"].keys(bn_out), atol=1e-6)
+        assert torch.allclose(t.logits_pass1, net(x), atol=1e-6)
+    model.train()
+    model(x).sum().backward()  # no "modified by an inplace operation" error from autograd
+    assert model.kq["bn"].key.weight.grad.abs().sum() > 0
