@@ -25,6 +25,7 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from .export import export_checkpoint
 from .data import ImageData, load_dataset, load_fashion_mnist
 from .preprocess import ImageError, PreparedImage, load_image, prepare_image, to_model_input
 

@@ -1,7 +1,8 @@
 """Faithfulness of saliency maps: deletion and insertion curves and their AUC.
 
-Deletion: pixels are replaced, most salient first, by the baseline value 0 in normalised space
-(= the dataset's mean intensity); a faithful map makes the target probability fall fast (low AUC).
+Deletion: pixels are replaced, most salient first, by a baseline value (default 0 in normalised space,
+= the dataset's mean intensity; ``--baseline black`` uses raw 0, Fashion-MNIST's background); a faithful
+map makes the target probability fall fast (low AUC).
 Insertion: start from the baseline image and reveal pixels, most salient first; a faithful map makes
 the probability rise fast (high AUC). The target is the model's predicted class (pass 2) on the clean
 image. Curves have ``steps + 1`` points at fractions 0, 1/steps, ..., 1 of the pixels.
@@ -149,7 +150,7 @@ def auc(curve: np.ndarray) -> np.ndarray:
 
 
 def faithfulness_report(model, x: torch.Tensor, methods: Sequence[str] = ("agreement", "gradcam", "random"),
-                        steps: int = 28, batch_size: int = 100, seed: int = 0) -> Dict[str, Any]:
+                        steps: int = 28, batch_size: int = 100, seed: int = 0, baseline: float = 0.0) -> Dict[str, Any]:
     """Deletion and insertion curves and AUCs of several saliency methods on the same images.
 
     Args:
@@ -159,20 +160,21 @@ def faithfulness_report(model, x: torch.Tensor, methods: Sequence[str] = ("agree
         steps: perturbation steps.
         batch_size: images per chunk.
         seed: random-map seed.
+        baseline: value of a deleted pixel in normalised space (0: the dataset's mean intensity).
     Returns:
-        ``{"n", "steps", "target": "predicted class (pass 2)", "methods": {m: {"deletion_auc", "deletion_auc_se",
+        ``{"n", "steps", "baseline", "target": "predicted class (pass 2)", "methods": {m: {"deletion_auc", "deletion_auc_se",
         "insertion_auc", "insertion_auc_se", "deletion_curve", "insertion_curve"}}}`` (curves are means over images).
     """
     with torch.no_grad():
         pred = torch.cat([model(x[i : i + 500]).argmax(1) for i in range(0, len(x), 500)])
-    out: Dict[str, Any] = {"n": int(len(x)), "steps": steps, "target": "predicted class (pass 2)", "methods": {}}
+    out: Dict[str, Any] = {"n": int(len(x)), "steps": steps, "baseline": float(baseline), "target": "predicted class (pass 2)", "methods": {}}
     for m in methods:
         dels, ins = [], []
         for i in tqdm(range(0, len(x), batch_size), desc=f"faithfulness {m}", leave=False):
             xb, tb = x[i : i + batch_size], pred[i : i + batch_size]
             sal = explain_func(model, xb, tb, method=m, seed=seed + i)[:, 0]
-            dels.append(perturbation_curve(model, xb, sal, tb, "deletion", steps))
-            ins.append(perturbation_curve(model, xb, sal, tb, "insertion", steps))
+            dels.append(perturbation_curve(model, xb, sal, tb, "deletion", steps, baseline))
+            ins.append(perturbation_curve(model, xb, sal, tb, "insertion", steps, baseline))
         d, n_ = np.concatenate(dels), np.concatenate(ins)
         ad, ai = auc(d), auc(n_)
         out["methods"][m] = {
@@ -217,6 +219,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--methods", nargs="+", default=["agreement", "gain", "gradcam", "random"], choices=METHODS)
     p.add_argument("--steps", type=int, default=28)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline", choices=("mean", "black"), default="mean",
+                   help="what a deleted pixel becomes: the dataset's mean intensity (0 after normalisation) "
+                        "or black (raw 0, Fashion-MNIST's background)")
     p.add_argument("--out", default="results/faithfulness")
     return p
 
@@ -234,8 +239,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     x, _ = data.tensors()
-    rep = faithfulness_report(lm.model, x, args.methods, args.steps, seed=args.seed)
-    rep["model"] = lm.name
+    base = 0.0 if args.baseline == "mean" else -lm.preprocess["mean"][0] / lm.preprocess["std"][0]
+    rep = faithfulness_report(lm.model, x, args.methods, args.steps, seed=args.seed, baseline=base)
+    rep["model"], rep["baseline_name"] = lm.name, args.baseline
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "faithfulness.json"), "w") as f:
         json.dump(rep, f, indent=2)

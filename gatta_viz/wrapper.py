@@ -188,7 +188,8 @@ class GAttANet(nn.Module):
         return out
 
     # --------------------------------------------------------------- accessors
-    def _kq(self, name: str):
+    def kq_of(self, name: str) -> nn.Module:
+        """The key/query module (:class:`ConvKeyQuery` or :class:`DenseKeyQuery`) of layer ``name``."""
         return self.kq[_param_key(name)]
 
     def alpha_of(self, name: str) -> torch.Tensor:
@@ -260,8 +261,8 @@ class GAttANet(nn.Module):
         with forward_hooks(modules, pass1_hook), torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_pass1):
             logits1 = self.backbone(x)
         for name in self.layer_names:
-            keys[name] = self._kq(name).keys(acts[name])
-            mean_q[name] = self._kq(name).mean_query(acts[name])
+            keys[name] = self.kq_of(name).keys(acts[name])
+            mean_q[name] = self.kq_of(name).mean_query(acts[name])
         q_avg = global_query([mean_q[n] for n in self.layer_names])
         gatta = {n: agreement(keys[n], q_avg) for n in self.layer_names}
 
@@ -275,7 +276,7 @@ class GAttANet(nn.Module):
         calls.update({n: 0 for n in self.layer_names})
 
         def pass2_hook(name: str):
-            kq = self._kq(name)
+            kq = self.kq_of(name)
 
             def hook(_m, _i, out):
                 check_once(name)

@@ -109,6 +109,10 @@ def test_oracle_map_beats_random_on_insertion_and_deletion():
     # endpoints: deletion starts at the clean probability and ends at the baseline's (0.5 with 0-logits)
     curve = gv.perturbation_curve(model, x, oracle, 1, "deletion", steps=16)
     assert np.allclose(curve[:, -1], 0.5) and np.all(curve[:, 0] > 0.88)
+    # a baseline of -1: everything deleted gives logit_1 = -1 * sum(w) = -2, p = sigmoid(-2); insertion starts there
+    for mode, end in (("deletion", -1), ("insertion", 0)):
+        c = gv.perturbation_curve(model, x, oracle, 1, mode, steps=16, baseline=-1.0)
+        assert np.allclose(c[:, end], 1 / (1 + np.exp(2.0)))
 
 
 def test_auc_trapezoid_by_hand():

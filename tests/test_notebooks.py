@@ -14,7 +14,8 @@ NB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
     ("02_layer_contributions.ipynb", "CONTRIBUTIONS OK", 2),
     ("03_captum_and_faithfulness.ipynb", "ATTRIBUTIONS OK", 2),
 ])
-def test_notebook_runs_and_shows_results(name, marker, min_images, tmp_path):
+def test_notebook_runs_and_shows_results(name, marker, min_images, tmp_path, monkeypatch):
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # set by Streamlit when the app tests ran in this process
     nb = nbformat.read(os.path.join(NB_DIR, name), as_version=4)
     t = time.time()
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()

@@ -54,6 +54,21 @@ def test_resume_continues_epoch_count_and_matches_uninterrupted_run(tmp_path):
     assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-5
 
 
+def test_export_drops_resume_state_and_keeps_the_model(tmp_path):
+    run_train(tmp_path / "run", "--epochs", "1", "--subset", "128", "--no-eval")
+    src = tmp_path / "run" / "last.pt"
+    assert "train_state" in gv.read_checkpoint(str(src))
+    from gatta_viz.cli import main
+    assert main(["export", str(src), str(tmp_path / "small.pt")]) == 0
+    small = gv.read_checkpoint(str(tmp_path / "small.pt"))
+    assert "train_state" not in small
+    assert os.path.getsize(tmp_path / "small.pt") < os.path.getsize(src)
+    full = gv.read_checkpoint(str(src))
+    assert all(torch.equal(full["state_dict"][k], v) for k, v in small["state_dict"].items())
+    assert small["preprocess"]["background"] == "dark" and small["classes"] == full["classes"]
+    assert main(["export", str(tmp_path / "nope.pt"), str(tmp_path / "x.pt")]) == 2
+
+
 def test_baseline_flag_builds_same_backbone_without_gatta(tmp_path):
     res = run_train(tmp_path, "--baseline", "--epochs", "1", "--subset", "128", "--no-eval")
     assert res["builder"] == "compact_resnet"

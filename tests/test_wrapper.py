@@ -301,3 +301,29 @@ def test_agreement_uses_the_layer_output_before_later_in_place_ops():
     model.train()
     model(x).sum().backward()  # no "modified by an inplace operation" error from autograd
     assert model.kq["bn"].key.weight.grad.abs().sum() > 0
+
+
+def test_sign_of_agreement_is_a_gauge_only_alpha_times_agreement_is_identifiable():
+    """Flipping one layer's keys and its alpha gives the same network: raw agreement flips, gain does not."""
+    torch.manual_seed(0)
+    model = gv.gatta_toy(in_channels=1).eval()
+    with torch.no_grad():
+        for p in model.alpha.values():
+            p.fill_(0.3)
+    flipped = copy.deepcopy(model)
+    with torch.no_grad():
+        for name in ("conv2", "fc1"):
+            kq = flipped.kq_of(name)
+            (kq.key.weight if isinstance(kq.key, nn.Conv2d) else kq.key).neg_()
+            flipped.alpha_of(name).neg_()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        a, b = model.trace(x), flipped.trace(x)
+    assert torch.allclose(a.logits_pass2, b.logits_pass2, atol=1e-5)
+    for name in model.layer_names:
+        sign = -1.0 if name in ("conv2", "fc1") else 1.0
+        assert torch.allclose(b.agreement(name), sign * a.agreement(name), atol=1e-5)
+        assert torch.allclose(b.layers[name].alpha * b.agreement(name), a.layers[name].alpha * a.agreement(name), atol=1e-5)
+    gain_a = gv.explain_func(model, x, [0, 1, 2], method="gain")
+    gain_b = gv.explain_func(flipped, x, [0, 1, 2], method="gain")
+    assert abs(gain_a - gain_b).max() < 1e-4

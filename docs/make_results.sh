@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Re-makes every number and figure in the README from the bundled checkpoints (offline, CPU).
+# Usage: bash docs/make_results.sh            (about 15 minutes on a 2-core CPU)
+# Training the bundled models is separate (commands in the README); their training facts are read
+# from the checkpoints.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+G=.venv/bin/gatta-viz
+PY=.venv/bin/python
+mkdir -p docs/results
+
+# accuracy, noise robustness (paper Fig. 2a) and pass-1 vs pass-2 changes, full 10,000-image test set
+$G evaluate --models fmnist-gatta-resnet fmnist-resnet fmnist-gatta-toy fmnist-toy \
+  --out docs/results/eval | tee docs/results/eval.txt
+
+# deletion / insertion AUC on the first 200 test images
+$G faithfulness --model fmnist-gatta-resnet --n 200 --methods agreement gain gradcam random \
+  --out docs/results/faithfulness | tee docs/results/faithfulness.txt
+$G faithfulness --model fmnist-gatta-toy --n 200 --methods agreement gain gradcam random \
+  --out docs/results/faithfulness_toy | tee docs/results/faithfulness_toy.txt
+
+# gallery: what the CLI writes, for a few test images and one out-of-domain photo
+$G explain sample_images/fashion-mnist/{ankle-boot_test00000,trouser_test00002,bag_test00018,shirt_test00004}.png \
+  sample_images/photos/coffee_cup.jpg --out docs/gallery
+
+# speed (run on an otherwise idle machine)
+$PY benchmarks/speed.py | tee docs/results/speed.txt
+
+# training facts stored in the bundled checkpoints (epochs, test accuracy after the last epoch, wall time)
+$PY - <<'PY' | tee docs/results/training.txt
+import gatta_viz as gv
+print("| model | builder | epochs | test acc (last epoch) | training time | threads | flags |")
+print("|---|---|---:|---:|---:|---:|---|")
+for name in gv.BUNDLED:
+    ck = gv.read_checkpoint(gv.bundled_path(name))
+    m, a = ck["meta"], ck["meta"].get("args", {})
+    h = m["history"][-1]
+    flags = " ".join(f"--{k.replace('_', '-')}" for k in ("baseline", "detach_pass1", "channels_last") if a.get(k))
+    print(f"| {name} | {ck['builder']} | {h['epoch']} | {100 * h['test_acc']:.2f}% | "
+          f"{m['train_seconds'] / 60:.1f} min | {a.get('threads')} | {flags} |")
+PY
