@@ -18,6 +18,11 @@ $G faithfulness --model fmnist-gatta-resnet --n 200 --methods agreement gain gra
   --out docs/results/faithfulness | tee docs/results/faithfulness.txt
 $G faithfulness --model fmnist-gatta-toy --n 200 --methods agreement gain gradcam random \
   --out docs/results/faithfulness_toy | tee docs/results/faithfulness_toy.txt
+# the same with deleted pixels set to black (Fashion-MNIST's background) instead of the mean grey
+$G faithfulness --model fmnist-gatta-resnet --n 200 --methods agreement gain gradcam random --baseline black \
+  --out docs/results/faithfulness_black | tee docs/results/faithfulness_black.txt
+$G faithfulness --model fmnist-gatta-toy --n 200 --methods agreement gain gradcam random --baseline black \
+  --out docs/results/faithfulness_toy_black | tee docs/results/faithfulness_toy_black.txt
 
 # gallery: what the CLI writes, for a few test images and one out-of-domain photo
 $G explain sample_images/fashion-mnist/{ankle-boot_test00000,trouser_test00002,bag_test00018,shirt_test00004}.png \
