@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import torch
 
-from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, read_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint
 
 __all__ = ["export_checkpoint", "build_parser", "run"]
 
@@ -29,7 +30,6 @@ def export_checkpoint(src: str, dst: str) -> int:
     """
     obj = read_checkpoint(src)
     obj.pop("train_state", None)
-    assert obj["format"] == CHECKPOINT_FORMAT
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     tmp = f"{dst}.tmp{os.getpid()}"
     torch.save(obj, tmp)
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         size = export_checkpoint(args.src, args.dst)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.dst} ({size / 1e6:.2f} MB)")
     return 0

@@ -16,7 +16,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -99,7 +99,7 @@ def explain_func(model, inputs: torch.Tensor, targets, method: str = "agreement"
 
 @torch.no_grad()
 def perturbation_curve(model, x: torch.Tensor, sal: np.ndarray, target, mode: str = "deletion", steps: int = 28,
-                       baseline: float = 0.0, batch_size: int = 512) -> np.ndarray:
+                       baseline: Union[float, Sequence[float]] = 0.0, batch_size: int = 512) -> np.ndarray:
     """Target-class probability as pixels are deleted (or inserted), most salient first.
 
     Args:
@@ -109,7 +109,7 @@ def perturbation_curve(model, x: torch.Tensor, sal: np.ndarray, target, mode: st
         target: class per image.
         mode: ``"deletion"`` or ``"insertion"``.
         steps: number of perturbation steps.
-        baseline: value of a deleted pixel (normalised space).
+        baseline: value of a deleted pixel (normalised space): one number, or one per channel.
         batch_size: forwards per call.
     Returns:
         (B, steps + 1) probabilities.
@@ -126,7 +126,10 @@ def perturbation_curve(model, x: torch.Tensor, sal: np.ndarray, target, mode: st
     rank_t = torch.from_numpy(rank).view(b, 1, *x.shape[2:])
     counts = [int(round(k * hw / steps)) for k in range(steps + 1)]
     target = torch.as_tensor(target, dtype=torch.long).reshape(-1).expand(b) if np.ndim(target) == 0 else torch.as_tensor(target).reshape(-1)
-    base = torch.full_like(x, baseline)
+    base = torch.as_tensor(baseline, dtype=x.dtype).reshape(-1, 1, 1)
+    if base.shape[0] not in (1, x.shape[1]):
+        raise ValueError(f"baseline has {base.shape[0]} values, input has {x.shape[1]} channels")
+    base = base.expand(x.shape[1:])
     jobs = [(i, k) for i in range(b) for k in range(steps + 1)]
     probs = np.zeros((b, steps + 1), dtype=np.float64)
     with temporarily_eval(model):
@@ -136,7 +139,7 @@ def perturbation_curve(model, x: torch.Tensor, sal: np.ndarray, target, mode: st
             for i, k in chunk:
                 top = (rank_t[i] < counts[k]).to(x.dtype)  # 1 where the pixel is among the k-th most salient
                 keep = 1 - top if mode == "deletion" else top
-                imgs.append(x[i] * keep + base[i] * (1 - keep))
+                imgs.append(x[i] * keep + base * (1 - keep))
             p = torch.softmax(model(torch.stack(imgs)).double(), 1)
             for j, (i, k) in enumerate(chunk):
                 probs[i, k] = float(p[j, target[i]])
@@ -150,7 +153,8 @@ def auc(curve: np.ndarray) -> np.ndarray:
 
 
 def faithfulness_report(model, x: torch.Tensor, methods: Sequence[str] = ("agreement", "gradcam", "random"),
-                        steps: int = 28, batch_size: int = 100, seed: int = 0, baseline: float = 0.0) -> Dict[str, Any]:
+                        steps: int = 28, batch_size: int = 100, seed: int = 0,
+                        baseline: Union[float, Sequence[float]] = 0.0) -> Dict[str, Any]:
     """Deletion and insertion curves and AUCs of several saliency methods on the same images.
 
     Args:
@@ -160,14 +164,15 @@ def faithfulness_report(model, x: torch.Tensor, methods: Sequence[str] = ("agree
         steps: perturbation steps.
         batch_size: images per chunk.
         seed: random-map seed.
-        baseline: value of a deleted pixel in normalised space (0: the dataset's mean intensity).
+        baseline: value of a deleted pixel in normalised space, one number or one per channel
+            (0: the dataset's mean intensity).
     Returns:
         ``{"n", "steps", "baseline", "target": "predicted class (pass 2)", "methods": {m: {"deletion_auc", "deletion_auc_se",
         "insertion_auc", "insertion_auc_se", "deletion_curve", "insertion_curve"}}}`` (curves are means over images).
     """
     with torch.no_grad():
         pred = torch.cat([model(x[i : i + 500]).argmax(1) for i in range(0, len(x), 500)])
-    out: Dict[str, Any] = {"n": int(len(x)), "steps": steps, "baseline": float(baseline), "target": "predicted class (pass 2)", "methods": {}}
+    out: Dict[str, Any] = {"n": int(len(x)), "steps": steps, "baseline": np.asarray(baseline, dtype=float).tolist(), "target": "predicted class (pass 2)", "methods": {}}
     for m in methods:
         dels, ins = [], []
         for i in tqdm(range(0, len(x), batch_size), desc=f"faithfulness {m}", leave=False):
@@ -239,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     x, _ = data.tensors()
-    base = 0.0 if args.baseline == "mean" else -lm.preprocess["mean"][0] / lm.preprocess["std"][0]
+    pp = lm.preprocess
+    base = 0.0 if args.baseline == "mean" else [-m / s for m, s in zip(pp["mean"], pp["std"])]
     rep = faithfulness_report(lm.model, x, args.methods, args.steps, seed=args.seed, baseline=base)
     rep["model"], rep["baseline_name"] = lm.name, args.baseline
     os.makedirs(args.out, exist_ok=True)

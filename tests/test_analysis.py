@@ -113,6 +113,11 @@ def test_oracle_map_beats_random_on_insertion_and_deletion():
     for mode, end in (("deletion", -1), ("insertion", 0)):
         c = gv.perturbation_curve(model, x, oracle, 1, mode, steps=16, baseline=-1.0)
         assert np.allclose(c[:, end], 1 / (1 + np.exp(2.0)))
+    x3 = x.expand(-1, 3, -1, -1)  # per-channel baseline: the model reads channel 0 only, which gets -1
+    c = gv.perturbation_curve(model, x3, oracle, 1, "deletion", steps=16, baseline=[-1.0, 5.0, 5.0])
+    assert np.allclose(c[:, -1], 1 / (1 + np.exp(2.0)))
+    with pytest.raises(ValueError, match="baseline has 3 values, input has 1 channels"):
+        gv.perturbation_curve(model, x, oracle, 1, "deletion", steps=4, baseline=[0.0, 0.0, 0.0])
 
 
 def test_auc_trapezoid_by_hand():

@@ -64,6 +64,7 @@ def test_export_drops_resume_state_and_keeps_the_model(tmp_path):
     assert "train_state" not in small
     assert os.path.getsize(tmp_path / "small.pt") < os.path.getsize(src)
     full = gv.read_checkpoint(str(src))
+    assert small["state_dict"].keys() == full["state_dict"].keys()
     assert all(torch.equal(full["state_dict"][k], v) for k, v in small["state_dict"].items())
     assert small["preprocess"]["background"] == "dark" and small["classes"] == full["classes"]
     assert main(["export", str(tmp_path / "nope.pt"), str(tmp_path / "x.pt")]) == 2
