@@ -123,7 +123,8 @@ def _png(fig) -> bytes:
 
 
 def render(lm: gv.LoadedModel, name: str, img: Image.Image, layers: Optional[Sequence[str]] = None, cmap: str = "RdBu_r",
-           opacity: float = 0.5, signed: bool = True, joint: bool = False, gradcam: bool = True, k: int = 3) -> Render:
+           opacity: float = 0.5, signed: bool = True, joint: bool = False, gradcam: bool = True, k: int = 3,
+           gain: bool = False) -> Render:
     """Compute one image's page content.
 
     Args:
@@ -134,6 +135,8 @@ def render(lm: gv.LoadedModel, name: str, img: Image.Image, layers: Optional[Seq
         cmap, opacity, signed, joint: display options.
         gradcam: also compute captum Grad-CAM at the same layers.
         k: top-k predictions.
+        gain: maps of alpha x agreement and dense bars of gains 1 + alpha x agreement (what each layer
+            boosts) instead of raw agreement.
     Returns:
         A :class:`Render`.
     """
@@ -152,8 +155,8 @@ def render(lm: gv.LoadedModel, name: str, img: Image.Image, layers: Optional[Seq
         buf = io.BytesIO()
         np.savez_compressed(buf, image=prep.shown, logits=logits.detach().numpy(), **{f"gradcam/{n}": v for n, v in cams.items()})
         return Render(name, prep.shown, prep.inverted, top, top, gradcam_overlays=over, npz=buf.getvalue(), is_gatta=False)
-    ex = gv.explain(lm, prep, layers=layers, signed=signed, joint=joint, k=k, gradcam=gradcam)
-    dense = {n: ex.raw[n] for n in ex.dense_layers}
+    ex = gv.explain(lm, prep, layers=layers, signed=signed, joint=joint, k=k, gradcam=gradcam, gain=gain)
+    dense = {n: 1.0 + ex.alphas[n] * ex.raw[n] if gain else ex.raw[n] for n in ex.dense_layers}
     return Render(
         name=name, shown=prep.shown, inverted=prep.inverted, top_pass1=ex.top_pass1, top_pass2=ex.top_pass2,
         overlays=ex.overlays(cmap, opacity), gradcam_overlays=ex.gradcam_overlays(cmap, opacity), alphas=ex.alphas,
@@ -161,8 +164,9 @@ def render(lm: gv.LoadedModel, name: str, img: Image.Image, layers: Optional[Seq
     )
 
 
-def dense_figure(layer: str, g: np.ndarray, classes: Sequence[str], predicted: int):
-    """Plotly bars of a dense layer's agreement in unit order; on the class layer the predicted class is red."""
+def dense_figure(layer: str, g: np.ndarray, classes: Sequence[str], predicted: int, what: str = "agreement"):
+    """Plotly bars of a dense layer's agreement (or gain: ``what="gain"``) in unit order; on the class layer the
+    predicted class is red."""
     import plotly.graph_objects as go
 
     is_class = len(g) == len(classes)
@@ -171,8 +175,8 @@ def dense_figure(layer: str, g: np.ndarray, classes: Sequence[str], predicted: i
     if is_class:
         colors[predicted] = "#d62728"
     fig = go.Figure(go.Bar(x=labels, y=np.asarray(g, dtype=float), marker_color=colors))
-    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_title="agreement",
-                      title=f"{layer}: agreement per {'class (red = predicted)' if is_class else 'unit'}")
+    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_title=what,
+                      title=f"{layer}: {what} per {'class (red = predicted)' if is_class else 'unit'}")
     fig.update_xaxes(type="category")
     return fig
 

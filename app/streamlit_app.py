@@ -25,9 +25,10 @@ def get_model(name_or_path: str) -> gv.LoadedModel:
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def get_render(model_key: str, name: str, data: bytes, layers: tuple, cmap: str, opacity: float, signed: bool,
-               joint: bool, gradcam: bool) -> logic.Render:
+               joint: bool, gradcam: bool, gain: bool) -> logic.Render:
     lm = get_model(model_key)
-    return logic.render(lm, name, logic.decode(name, data), list(layers), cmap, opacity, signed, joint, gradcam)
+    return logic.render(lm, name, logic.decode(name, data), list(layers), cmap, opacity, signed, joint, gradcam,
+                        gain=gain)
 
 
 def predictions_md(title: str, top) -> str:
@@ -55,6 +56,11 @@ cmap = st.sidebar.selectbox("Colormap", logic.CMAPS, key="cmap")
 opacity = st.sidebar.slider("Opacity", 0.0, 1.0, 0.55, 0.05, key="opacity")
 signed = st.sidebar.radio("Sign", ["signed (red agree, blue disagree)", "rectified (agreement only)"], key="sign").startswith("signed")
 joint = st.sidebar.radio("Normalisation", ["per layer", "joint across layers"], key="norm") == "joint across layers"
+gain = st.sidebar.radio(
+    "Map", ["agreement (as in the paper)", "alpha x agreement (what each layer boosts)"], key="map",
+    help="The sign of a raw agreement map is a convention of training: negating a layer's keys and its alpha "
+         "gives the same network. alpha x agreement is positive where the layer's output is amplified.",
+).startswith("alpha")
 show_gradcam = st.sidebar.checkbox("Grad-CAM at the same layers (captum)", value=True, key="gradcam")
 
 # ------------------------------------------------------------------ header and inputs
@@ -97,7 +103,7 @@ if not files:
 # ------------------------------------------------------------------ one section per image
 for name, data in files:
     try:
-        r = get_render(model_key, name, data, tuple(layers), cmap, opacity, signed, joint, show_gradcam)
+        r = get_render(model_key, name, data, tuple(layers), cmap, opacity, signed, joint, show_gradcam, gain)
     except gv.ImageError as e:
         st.error(f"Skipped {e}")
         continue
@@ -120,7 +126,7 @@ for name, data in files:
         st.markdown("**Agreement maps** (gatta = key . q_avg; red: agrees with the global query, blue: disagrees)")
         cols = st.columns(len(r.overlays))
         for col, (layer, img) in zip(cols, r.overlays.items()):
-            col.image(img, caption=f"agreement {layer}, alpha={r.alphas[layer]:+.3f}", width="stretch")
+            col.image(img, caption=f"{'alpha x agreement' if gain else 'agreement'} {layer}, alpha={r.alphas[layer]:+.3f}", width="stretch")
     if r.gradcam_overlays:
         st.markdown("**Grad-CAM** (captum LayerGradCam at the same layers, predicted class)")
         cols = st.columns(len(r.gradcam_overlays))
@@ -131,7 +137,8 @@ for name, data in files:
         left.markdown("**alpha per layer**")
         left.dataframe(pd.DataFrame({"layer": list(r.alphas), "alpha": list(r.alphas.values())}), hide_index=True)
         for layer, g in r.dense.items():
-            right.plotly_chart(logic.dense_figure(layer, g, lm.classes, r.top_pass2[0]["index"]), key=f"bars-{name}-{layer}")
+            right.plotly_chart(logic.dense_figure(layer, g, lm.classes, r.top_pass2[0]["index"], "gain" if gain else "agreement"),
+                               key=f"bars-{name}-{layer}")
         st.markdown("**Layer contributions** (dprob_pred: change of the predicted class's probability when the "
                     "layer's modulation is switched off)")
         st.dataframe(pd.DataFrame(r.table).round(4), hide_index=True)

@@ -66,7 +66,7 @@ def write_explanation(ex: Explanation, out_dir: str, stem: str, source: str, cma
 
 def explain_files(loaded: LoadedModel, files: Sequence[str], out_dir: str, layers=None, signed: bool = True,
                   joint: bool = False, batch_size: int = 16, cmap: str = "RdBu_r", opacity: float = 0.5,
-                  gradcam: bool = False, progress: bool = True,
+                  gradcam: bool = False, progress: bool = True, gain: bool = False,
                   label_of: Optional[Callable[[str], Optional[int]]] = None) -> Tuple[List[Dict], List[ImageError]]:
     """Explain many files: decode a batch, explain each image, write its outputs.
 
@@ -89,7 +89,8 @@ def explain_files(loaded: LoadedModel, files: Sequence[str], out_dir: str, layer
                 bar.update(1)
         for path, prep in batch:
             true = label_of(path) if label_of else None
-            ex = explain(loaded, prep, layers=layers, signed=signed, joint=joint, gradcam=gradcam, true_label=true)
+            ex = explain(loaded, prep, layers=layers, signed=signed, joint=joint, gradcam=gradcam, true_label=true,
+                         gain=gain)
             paths = write_explanation(ex, out_dir, _stem(path, used), path, cmap, opacity)
             records.append({"source": path, "prediction": ex.prediction, "pass1": ex.top_pass1[0], "files": paths})
             bar.update(1)
@@ -109,6 +110,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     g.add_argument("--signed", dest="signed", action="store_true", default=True, help="diverging maps centred at 0 (default)")
     g.add_argument("--rectified", dest="signed", action="store_false", help="positive agreement only")
     p.add_argument("--joint", action="store_true", help="one colour scale across layers (default: one per layer)")
+    p.add_argument("--gain", action="store_true",
+                   help="show alpha x agreement (what each layer boosts) instead of raw agreement, whose sign is a "
+                        "convention of training")
     p.add_argument("--cmap", default="RdBu_r")
     p.add_argument("--opacity", type=float, default=0.5)
     p.add_argument("--gradcam", action="store_true", help="also store captum Grad-CAM maps in the .npz")
@@ -139,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     torch.set_grad_enabled(True)
     records, errors = explain_files(loaded, files, args.out, args.layers, args.signed, args.joint, args.batch_size,
-                                    args.cmap, args.opacity, args.gradcam)
+                                    args.cmap, args.opacity, args.gradcam, gain=args.gain)
     index = {"model": loaded.name, "written": records, "failed": [{"file": e.name, "problem": e.problem} for e in errors]
              + [{"file": m, "problem": "no such file or directory"} for m in missing]}
     os.makedirs(args.out, exist_ok=True)

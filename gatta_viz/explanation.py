@@ -55,6 +55,7 @@ class Explanation:
         table: per-layer statistics and ablation score for the predicted class.
         gradcam: conv layer -> normalised Grad-CAM at input size (same normalisation as heatmaps), or {}.
         signed, joint: how heatmaps were normalised.
+        gain: heatmaps show alpha x agreement (what each layer boosts) rather than raw agreement.
         true_label: the true class if given.
         inverted: whether the input's colours were inverted by the preprocessing.
     """
@@ -73,6 +74,7 @@ class Explanation:
     joint: bool = False
     true_label: Optional[int] = None
     inverted: bool = False
+    gain: bool = False
 
     @property
     def prediction(self) -> Dict[str, Any]:
@@ -92,6 +94,7 @@ class Explanation:
             "alphas": self.alphas,
             "layers": self.table,
             "normalisation": {"signed": self.signed, "joint": self.joint},
+            "maps": "alpha x agreement" if self.gain else "agreement",
             "input_inverted": self.inverted,
         }
         if self.true_label is not None:
@@ -126,7 +129,7 @@ class Explanation:
 
     def figure(self, cmap: str = "RdBu_r"):
         """The Fig. 3 layout for this image (matplotlib Figure)."""
-        return fig3(self.image, self.trace, 0, self.classes, self.true_label, self.signed, self.joint, cmap)
+        return fig3(self.image, self.trace, 0, self.classes, self.true_label, self.signed, self.joint, cmap, self.gain)
 
     def overlays(self, cmap: str = "RdBu_r", opacity: float = 0.5) -> Dict[str, Image.Image]:
         """Conv layer -> heatmap blended over the input."""
@@ -146,6 +149,7 @@ def explain(
     true_label: Optional[int] = None,
     k: int = 3,
     gradcam: bool = True,
+    gain: bool = False,
 ) -> Explanation:
     """Explain one image with a GAttA model.
 
@@ -158,6 +162,8 @@ def explain(
         true_label: class index, if known.
         k: how many top classes to list.
         gradcam: also compute captum Grad-CAM at the same conv layers.
+        gain: heatmaps of alpha x agreement (what each layer boosts) instead of raw agreement; ``raw``
+            keeps the raw agreement either way.
     Returns:
         An :class:`Explanation`.
     Raises:
@@ -188,7 +194,7 @@ def explain(
         conv = [n for n in conv if n in layers]
     size = tuple(x.shape[2:])
     raw = {n: lt.agreement[0].detach().cpu().numpy() for n, lt in trace.layers.items()}
-    heat = normalize({n: upsample(raw[n], size) for n in conv}, signed, joint)
+    heat = normalize({n: upsample(raw[n] * (trace.layers[n].alpha if gain else 1.0), size) for n in conv}, signed, joint)
     pred = int(trace.logits_pass2[0].argmax())
     table = layer_statistics(trace, 0)
     abl = ablation_scores(model, x, pred)
@@ -202,5 +208,5 @@ def explain(
     return Explanation(
         image=np.asarray(image, dtype=np.float32), trace=t, classes=classes, heatmaps=heat, raw=raw,
         alphas=t.alphas, top_pass1=topk(t.logits_pass1[0], classes, k), top_pass2=topk(t.logits_pass2[0], classes, k),
-        table=table, gradcam=cams, signed=signed, joint=joint, true_label=true_label, inverted=inverted,
+        table=table, gradcam=cams, signed=signed, joint=joint, true_label=true_label, inverted=inverted, gain=gain,
     )

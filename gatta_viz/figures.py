@@ -39,6 +39,7 @@ def fig3(
     signed: bool = True,
     joint: bool = False,
     cmap: str = "RdBu_r",
+    gain: bool = False,
 ) -> Figure:
     """The paper's Fig. 3 layout for one image.
 
@@ -54,12 +55,16 @@ def fig3(
         true_label: the true class, if known.
         signed, joint: see ``heatmaps.normalize``.
         cmap: colormap of the maps.
+        gain: show alpha x agreement (what each layer boosts, red; or damps, blue) instead of raw agreement,
+            and the dense layers' gains 1 + alpha x agreement. The sign of a raw map is a convention of
+            training (negating a layer's keys and alpha gives the same network); this view is not.
     Returns:
         The figure (save it with :func:`save_figure`).
     """
     conv = [n for n, lt in trace.layers.items() if lt.kind == "conv"]
     dense = [n for n, lt in trace.layers.items() if lt.kind == "dense"]
-    maps = normalize({n: trace.layers[n].agreement[index].detach().cpu().numpy() for n in conv}, signed, joint)
+    maps = normalize({n: trace.layers[n].agreement[index].detach().cpu().numpy() * (trace.layers[n].alpha if gain else 1.0)
+                      for n in conv}, signed, joint)
     ncols = 1 + len(conv) + len(dense)
     widths = [1] * (1 + len(conv)) + [2] * len(dense)
     fig, axes = plt.subplots(1, ncols, figsize=(2.3 * sum(widths) + 0.8, 3.1), gridspec_kw={"width_ratios": widths},
@@ -85,10 +90,12 @@ def fig3(
         ax.axis("off")
     if im is not None:
         cb = fig.colorbar(im, ax=list(axes[1 : 1 + len(conv)]), shrink=0.8, pad=0.01)
-        cb.set_label("agreement (scaled)", fontsize=7)
+        cb.set_label("alpha x agreement (scaled)" if gain else "agreement (scaled)", fontsize=7)
         cb.ax.tick_params(labelsize=6)
     for ax, n in zip(axes[1 + len(conv) :], dense):
         g = trace.layers[n].agreement[index].detach().cpu().numpy()
+        if gain:
+            g = 1.0 + trace.layers[n].alpha * g
         colors = [BAR_COLOR] * len(g)
         is_class_layer = classes is not None and len(g) == len(classes)
         if is_class_layer:
@@ -96,8 +103,9 @@ def fig3(
                 colors[true_label] = TRUE_COLOR
             colors[pred] = PRED_COLOR
         ax.bar(np.arange(len(g)), g, color=colors, width=0.8)
-        ax.axhline(0, color="black", lw=0.6)
-        ax.set_title(f"{n} ({len(g)} units)  alpha={trace.layers[n].alpha:+.3f}\ngain = 1 + alpha x agreement", fontsize=8)
+        ax.axhline(1 if gain else 0, color="black", lw=0.6)
+        what = "gain = 1 + alpha x agreement" if gain else "agreement (gain = 1 + alpha x agreement)"
+        ax.set_title(f"{n} ({len(g)} units)  alpha={trace.layers[n].alpha:+.3f}\n{what}", fontsize=8)
         if is_class_layer:
             ax.set_xticks(np.arange(len(g)))
             ax.set_xticklabels(classes, rotation=60, ha="right", fontsize=6)

@@ -71,6 +71,10 @@ def test_sample_image_predictions_panels_and_downloads(samples):
     at.multiselect(key="layers").set_value(["layer2", "layer3"]).run()
     assert [c.split(",")[0] for c in captions(at, "agreement ")] == ["agreement layer2", "agreement layer3"]
 
+    at.radio(key="map").set_value("alpha x agreement (what each layer boosts)").run()
+    assert not at.exception and not at.error
+    assert [c.split(",")[0] for c in captions(at, "alpha x agreement ")] == ["alpha x agreement layer2", "alpha x agreement layer3"]
+
 
 def test_bad_files_are_named_and_good_file_still_renders(samples, tmp_path, monkeypatch):
     good = samples / "img2.png"

@@ -64,3 +64,27 @@ def test_explain_bad_options_exit_2(tmp_path, capsys):
     assert main(["explain", SAMPLES, "--out", str(tmp_path), "--model", "fmnist-resnet"]) == 2
     assert "no GAttA layers" in capsys.readouterr().err
     assert main(["explain", str(tmp_path / "nothing-here"), "--out", str(tmp_path)]) == 1
+
+
+def test_gain_view_is_alpha_times_agreement_in_maps_bars_figure_and_cli(tmp_path, monkeypatch):
+    """gain=True shows alpha x agreement: per-layer signed maps become sign(alpha) x the agreement maps."""
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app"))
+    import logic
+
+    lm = gv.load_model("fmnist-gatta-toy")  # trained with negative alphas on every conv layer
+    path = os.path.join(SAMPLES, "bag_test00018.png")
+    prep = gv.prepare_image(gv.load_image(path), lm.preprocess)
+    plain = gv.explain(lm, prep, gradcam=False)
+    gain = gv.explain(lm, prep, gradcam=False, gain=True)
+    assert all(plain.alphas[n] < 0 for n in plain.heatmaps)
+    for n, h in plain.heatmaps.items():
+        assert np.allclose(gain.heatmaps[n], -h, atol=1e-6)
+        assert np.array_equal(gain.raw[n], plain.raw[n])  # raw maps stay raw agreement
+    assert gain.summary()["maps"] == "alpha x agreement" and plain.summary()["maps"] == "agreement"
+    fig = gain.figure()
+    shown = fig.axes[1].images[0].get_array()
+    assert np.allclose(shown, -plain.figure().axes[1].images[0].get_array(), atol=1e-6)
+    r = logic.render(lm, "bag.png", gv.load_image(path), gradcam=False, gain=True)
+    assert np.allclose(r.dense["fc2"], 1 + plain.alphas["fc2"] * plain.raw["fc2"], atol=1e-6)
+    assert main(["explain", path, "--model", "fmnist-gatta-toy", "--gain", "--out", str(tmp_path)]) == 0
+    assert json.load(open(tmp_path / "bag_test00018.json"))["maps"] == "alpha x agreement"
