@@ -156,7 +156,7 @@ def render(lm: gv.LoadedModel, name: str, img: Image.Image, layers: Optional[Seq
         np.savez_compressed(buf, image=prep.shown, logits=logits.detach().numpy(), **{f"gradcam/{n}": v for n, v in cams.items()})
         return Render(name, prep.shown, prep.inverted, top, top, gradcam_overlays=over, npz=buf.getvalue(), is_gatta=False)
     ex = gv.explain(lm, prep, layers=layers, signed=signed, joint=joint, k=k, gradcam=gradcam, gain=gain)
-    dense = {n: 1.0 + ex.alphas[n] * ex.raw[n] if gain else ex.raw[n] for n in ex.dense_layers}
+    dense = {n: ex.trace.layers[n].gain[0].numpy() if gain else ex.raw[n] for n in ex.dense_layers}
     return Render(
         name=name, shown=prep.shown, inverted=prep.inverted, top_pass1=ex.top_pass1, top_pass2=ex.top_pass2,
         overlays=ex.overlays(cmap, opacity), gradcam_overlays=ex.gradcam_overlays(cmap, opacity), alphas=ex.alphas,

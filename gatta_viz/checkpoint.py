@@ -101,6 +101,11 @@ def save_checkpoint(
     }
     if train_state is not None:
         obj["train_state"] = train_state
+    write_atomically(obj, path)
+
+
+def write_atomically(obj: Dict[str, Any], path: str) -> None:
+    """``torch.save`` to a temp file, then rename: a kill never leaves half a file at ``path``."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     torch.save(obj, tmp)

@@ -194,7 +194,7 @@ def explain(
         conv = [n for n in conv if n in layers]
     size = tuple(x.shape[2:])
     raw = {n: lt.agreement[0].detach().cpu().numpy() for n, lt in trace.layers.items()}
-    heat = normalize({n: upsample(raw[n] * (trace.layers[n].alpha if gain else 1.0), size) for n in conv}, signed, joint)
+    heat = normalize({n: upsample(trace.layers[n].map(gain)[0].detach().cpu().numpy(), size) for n in conv}, signed, joint)
     pred = int(trace.logits_pass2[0].argmax())
     table = layer_statistics(trace, 0)
     abl = ablation_scores(model, x, pred)

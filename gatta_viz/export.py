@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from .checkpoint import load_checkpoint, read_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint, write_atomically
 
 __all__ = ["export_checkpoint", "build_parser", "run"]
 
@@ -30,10 +30,7 @@ def export_checkpoint(src: str, dst: str) -> int:
     """
     obj = read_checkpoint(src)
     obj.pop("train_state", None)
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    tmp = f"{dst}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, dst)
+    write_atomically(obj, dst)
     loaded = load_checkpoint(dst).model.state_dict()
     for k, v in obj["state_dict"].items():
         if not torch.equal(loaded[k].cpu(), v):

@@ -54,8 +54,7 @@ def agreement_saliency(model, x: torch.Tensor, layer: Optional[str] = None, gain
     size = tuple(x.shape[2:])
     out = np.zeros((x.shape[0], *size), dtype=np.float32)
     for i in range(x.shape[0]):
-        maps = normalize({n: upsample(t.layers[n].agreement[i] * (t.layers[n].alpha if gain else 1.0), size)
-                          for n in convs}, signed=True, joint=False)
+        maps = normalize({n: upsample(t.layers[n].map(gain)[i], size) for n in convs}, signed=True, joint=False)
         out[i] = np.mean(list(maps.values()), axis=0)
     return out
 

@@ -63,8 +63,7 @@ def fig3(
     """
     conv = [n for n, lt in trace.layers.items() if lt.kind == "conv"]
     dense = [n for n, lt in trace.layers.items() if lt.kind == "dense"]
-    maps = normalize({n: trace.layers[n].agreement[index].detach().cpu().numpy() * (trace.layers[n].alpha if gain else 1.0)
-                      for n in conv}, signed, joint)
+    maps = normalize({n: trace.layers[n].map(gain)[index].detach().cpu().numpy() for n in conv}, signed, joint)
     ncols = 1 + len(conv) + len(dense)
     widths = [1] * (1 + len(conv)) + [2] * len(dense)
     fig, axes = plt.subplots(1, ncols, figsize=(2.3 * sum(widths) + 0.8, 3.1), gridspec_kw={"width_ratios": widths},
@@ -93,9 +92,8 @@ def fig3(
         cb.set_label("alpha x agreement (scaled)" if gain else "agreement (scaled)", fontsize=7)
         cb.ax.tick_params(labelsize=6)
     for ax, n in zip(axes[1 + len(conv) :], dense):
-        g = trace.layers[n].agreement[index].detach().cpu().numpy()
-        if gain:
-            g = 1.0 + trace.layers[n].alpha * g
+        lt = trace.layers[n]
+        g = (lt.gain if gain else lt.agreement)[index].detach().cpu().numpy()
         colors = [BAR_COLOR] * len(g)
         is_class_layer = classes is not None and len(g) == len(classes)
         if is_class_layer:

@@ -34,6 +34,12 @@ class LayerTrace:
         """Multiplicative gain 1 + alpha * gatta applied to the layer's output."""
         return 1 + self.alpha * self.agreement
 
+    def map(self, gain: bool = False) -> torch.Tensor:
+        """The map to show: raw agreement, or with ``gain=True`` alpha x agreement (= gain - 1: positive where
+        the layer's output is amplified). The raw sign is a convention of training (negating a layer's keys
+        and its alpha gives the same network); alpha x agreement is not."""
+        return self.alpha * self.agreement if gain else self.agreement
+
 
 @dataclass
 class GAttATrace:
