@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -19,6 +20,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_UPLOAD_MB = 10
 MAX_PIXELS = 40_000_000
 CMAPS = ["RdBu_r", "coolwarm", "seismic", "PiYG", "viridis", "magma", "jet"]
+# Streamlit serves each browser session in its own thread and shares the cached model between them. A trace
+# registers hooks on that shared model (and Grad-CAM its own), and pyplot keeps global state: renders must
+# not interleave, so they take turns.
+RENDER_LOCK = threading.Lock()
 
 
 def samples_dir() -> str:
@@ -138,9 +143,14 @@ def render(lm: gv.LoadedModel, name: str, img: Image.Image, layers: Optional[Seq
         gain: maps of alpha x agreement and dense bars of gains 1 + alpha x agreement (what each layer
             boosts) instead of raw agreement.
     Returns:
-        A :class:`Render`.
+        A :class:`Render`. Calls from several threads (Streamlit sessions) run one at a time.
     """
     prep = gv.prepare_image(img, lm.preprocess)
+    with RENDER_LOCK:
+        return _render(lm, name, prep, layers, cmap, opacity, signed, joint, gradcam, k, gain)
+
+
+def _render(lm: gv.LoadedModel, name: str, prep, layers, cmap, opacity, signed, joint, gradcam, k, gain) -> Render:
     layers = list(layers) if layers is not None else conv_layers(lm)
     if not lm.is_gatta:
         with torch.no_grad():

@@ -5,8 +5,10 @@ Run:  .venv/bin/python benchmarks/speed.py            (prints markdown tables; a
 
 Rows: default bundled model (1x28x28) and gatta_resnet18 (random weights, 3x224x224), at batch 1 and 64.
 Columns: median wall time of one call (ms) and its ratio to the plain backbone forward of the same model/batch.
-Targets (issue 6): GAttA trace <= 2.2x the plain forward (two passes are the floor of 2x), and faster than a
-one-layer captum LayerGradCam on the same GAttA model.
+Targets (issue 6): GAttA trace <= 2.2x the plain forward, and faster than a one-layer captum LayerGradCam on the
+same GAttA model. Two full passes would cost 2x; under no_grad the trace's pass 2 reuses pass 1's outputs up to
+the first GAttA layer (gatta_viz/prefix_reuse.py), so it can cost less; the "pass 2 in full" row shows the
+trace without that reuse.
 """
 from __future__ import annotations
 
@@ -47,6 +49,11 @@ def bench_model(name: str, model: gv.GAttANet, shape, batch: int, repeats: int, 
         res["plain backbone forward"] = timeit(lambda: model.backbone(x), repeats)
         res["GAttA forward (logits)"] = timeit(lambda: model(x), repeats)
         res["GAttA trace (all maps)"] = timeit(lambda: model.trace(x), repeats)
+        model.reuse_prefix = False  # both passes in full: what the trace costs without reusing pass 1's prefix
+        try:
+            res["GAttA trace, pass 2 in full (reuse_prefix=False)"] = timeit(lambda: model.trace(x), repeats)
+        finally:
+            model.reuse_prefix = True
     layer = dict(model.backbone.named_modules())[gradcam_layer]
     gc = LayerGradCam(model, layer)
     res[f"captum LayerGradCam ({gradcam_layer})"] = timeit(lambda: gc.attribute(x, target=target), repeats)

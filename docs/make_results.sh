@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-makes every number and figure in the README from the bundled checkpoints (offline, CPU).
-# Usage: bash docs/make_results.sh            (about 15 minutes on a 2-core CPU)
+# Usage: bash docs/make_results.sh            (about 30 minutes on a 2-core CPU)
 # Training the bundled models is separate (commands in the README); their training facts are read
 # from the checkpoints.
 set -euo pipefail
@@ -24,6 +24,12 @@ $G faithfulness --model fmnist-gatta-resnet --n 200 --methods agreement gain gra
 $G faithfulness --model fmnist-gatta-toy --n 200 --methods agreement gain gradcam random --baseline black \
   --out docs/results/faithfulness_toy_black | tee docs/results/faithfulness_toy_black.txt
 
+# region perturbation (Samek et al. 2017): whole 4x4 cells (the 7x7 grid of layer3), one cell per step
+$G faithfulness --model fmnist-gatta-resnet --n 200 --methods agreement gain gradcam random --patch 4 --steps 49 \
+  --out docs/results/faithfulness_patch4 | tee docs/results/faithfulness_patch4.txt
+$G faithfulness --model fmnist-gatta-resnet --n 200 --methods agreement gain gradcam random --patch 4 --steps 49 \
+  --baseline black --out docs/results/faithfulness_patch4_black | tee docs/results/faithfulness_patch4_black.txt
+
 # gallery: what the CLI writes, for a few test images and one out-of-domain photo
 $G explain sample_images/fashion-mnist/{ankle-boot_test00000,trouser_test00002,bag_test00018,shirt_test00004}.png \
   sample_images/photos/coffee_cup.jpg --out docs/gallery
@@ -34,13 +40,15 @@ $PY benchmarks/speed.py | tee docs/results/speed.txt
 # training facts stored in the bundled checkpoints (epochs, test accuracy after the last epoch, wall time)
 $PY - <<'PY' | tee docs/results/training.txt
 import gatta_viz as gv
-print("| model | builder | epochs | test acc (last epoch) | training time | threads | flags |")
-print("|---|---|---:|---:|---:|---:|---|")
+print("| model | builder | epochs | test acc (last epoch) | wall time | of which training epochs | slowest / fastest epoch | threads | flags |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---|")
 for name in gv.BUNDLED:
     ck = gv.read_checkpoint(gv.bundled_path(name))
     m, a = ck["meta"], ck["meta"].get("args", {})
     h = m["history"][-1]
     flags = " ".join(f"--{k.replace('_', '-')}" for k in ("baseline", "detach_pass1", "channels_last") if a.get(k))
     print(f"| {name} | {ck['builder']} | {h['epoch']} | {100 * h['test_acc']:.2f}% | "
-          f"{m['train_seconds'] / 60:.1f} min | {a.get('threads')} | {flags} |")
+          f"{m['train_seconds'] / 60:.1f} min | {sum(e['seconds'] for e in m['history']) / 60:.1f} min | "
+          f"{max(e['seconds'] for e in m['history']):.0f} / {min(e['seconds'] for e in m['history']):.0f} s | "
+          f"{a.get('threads')} | {flags} |")
 PY

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .mechanism import ConvKeyQuery, DenseKeyQuery, agreement, global_query, modulate
+from .prefix_reuse import PrefixReuse
 from .trace import GAttATrace, LayerTrace
 
 __all__ = ["GAttANet", "KEYS_FROM"]
@@ -147,6 +148,10 @@ class GAttANet(nn.Module):
         if freeze_backbone:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
+        # Under no_grad, pass 2 takes the stem's and the first GAttA layer's outputs from pass 1 instead of
+        # recomputing them (identical inputs; see prefix_reuse.py). Same outputs; set False to always recompute.
+        self.reuse_prefix = True
+        self._prefix = PrefixReuse()
 
     # ------------------------------------------------------------------ setup
     def _probe_shapes(self, layers: Sequence[str], input_shape: Tuple[int, int, int]) -> Dict[str, Tuple[int, torch.Size]]:
@@ -249,17 +254,24 @@ class GAttANet(nn.Module):
         # Pass 1: plain forward, keeping every selected layer's output; then keys and mean queries.
         acts: Dict[str, torch.Tensor] = {}
 
+        reuse = self.reuse_prefix and PrefixReuse.possible()
+        recording = contextlib.ExitStack()
+        rec = recording.enter_context(self._prefix.record(self.backbone, x)) if reuse else None
+
         def pass1_hook(name: str):
             def hook(_m, _i, out):
                 check_once(name)
                 acts[name] = out
+                if rec is not None:
+                    rec.mark_layer_done()
                 return out.clone()  # downstream in-place ops (e.g. `out += identity`) must not alter acts
 
             return hook
 
         # detach_pass1: no autograd through the backbone here; K and Q still learn from the (detached) activations
-        with forward_hooks(modules, pass1_hook), torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_pass1):
+        with recording, forward_hooks(modules, pass1_hook), torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_pass1):
             logits1 = self.backbone(x)
+        plan = self._prefix.replay_plan(self.backbone, x, rec) if rec is not None else None
         for name in self.layer_names:
             keys[name] = self.kq_of(name).keys(acts[name])
             mean_q[name] = self.kq_of(name).mean_query(acts[name])
@@ -287,7 +299,7 @@ class GAttANet(nn.Module):
 
             return hook
 
-        with forward_hooks(modules, pass2_hook):
+        with self._prefix.replay(self.backbone, plan, rec) if plan else contextlib.nullcontext(), forward_hooks(modules, pass2_hook):
             logits2 = self.backbone(x)
 
         layers = {

@@ -120,6 +120,160 @@ def test_oracle_map_beats_random_on_insertion_and_deletion():
         gv.perturbation_curve(model, x, oracle, 1, "deletion", steps=4, baseline=[0.0, 0.0, 0.0])
 
 
+class SignedSumModel(nn.Module):
+    """logits (s, -s) with s = sum of w * x, so p(class 0) = sigmoid(2 s)."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.register_buffer("w", w)
+
+    def forward(self, x):
+        s = (x[:, 0] * self.w).sum((1, 2))
+        return torch.stack([s, -s], 1)
+
+
+class DeletedMaskModel(nn.Module):
+    """For x in {0, 1}: logits (0, s), s = sum over zero pixels i of 2**(i - n); p(class 1) = sigmoid(s) encodes them."""
+
+    def forward(self, x):
+        d = (1 - x[:, 0].double()).flatten(1)
+        n = d.shape[1]
+        s = d @ (2.0 ** (torch.arange(n, dtype=torch.float64) - n))
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def _zero_masks(curve, shape):
+    """Decode DeletedMaskModel probabilities (B, steps+1) into boolean masks of zeroed pixels (B, steps+1, H, W)."""
+    n = shape[0] * shape[1]
+    codes = np.rint(np.log(curve / (1 - curve)) * 2.0 ** n).astype(np.int64)
+    bits = (codes[..., None] >> np.arange(n)) & 1
+    return bits.astype(bool).reshape(*curve.shape, *shape)
+
+
+def test_patch_1_is_the_pixel_default_and_deletes_pixels_in_saliency_order():
+    torch.manual_seed(0)
+    w = torch.randn(8, 8)
+    x = torch.rand(3, 1, 8, 8)
+    sal = np.random.default_rng(1).random((3, 8, 8))
+    sal[:, :2] = 0.25  # ties
+    for mode in ("deletion", "insertion"):
+        a = gv.perturbation_curve(PixelModel(w), x, sal, 1, mode, steps=16, baseline=-0.5)
+        b = gv.perturbation_curve(PixelModel(w), x, sal, 1, mode, steps=16, baseline=-0.5, patch=1)
+        assert np.array_equal(a, b)
+    # 3x3: pixels in saliency order, ties (the two 5s) in raster order, one pixel per step
+    sal = np.array([[1.0, 5.0, 0.0], [9.0, 5.0, 2.0], [3.0, 8.0, 4.0]])
+    order = [3, 7, 1, 4, 8, 6, 5, 0, 2]
+    curve = gv.perturbation_curve(DeletedMaskModel(), torch.ones(1, 1, 3, 3), sal[None], 1, "deletion", steps=9, patch=1)
+    masks = _zero_masks(curve, (3, 3))[0].reshape(10, 9)
+    for k in range(10):
+        assert sorted(np.flatnonzero(masks[k])) == sorted(order[:k])
+
+
+def test_region_perturbation_2x2_by_hand():
+    w = torch.tensor([[0.3, -0.2, 0.1, 0.4], [0.5, 0.2, -0.3, 0.1], [-0.1, 0.6, 0.2, -0.4], [0.3, 0.1, 0.2, 0.5]])
+    x = torch.tensor([[0.9, 0.2, 0.4, 0.7], [0.1, 0.8, 0.6, 0.3], [0.5, 0.3, 0.9, 0.2], [0.7, 0.4, 0.1, 0.6]])
+    x = x.expand(2, 1, 4, 4).contiguous()
+    # cells (raster): TL mean 2, TR mean -4.5 (but the single highest pixel, 9), BL mean 3, BR mean 1
+    sal0 = np.array([[2, 2, 9, -9], [2, 2, -9, -9], [3, 3, 1, 1], [3, 3, 1, 1]], dtype=float)
+    sal1 = np.ones((4, 4))  # all cells tie: raster order
+    sal = np.stack([sal0, sal1])
+    cells = {"TL": (slice(0, 2), slice(0, 2)), "TR": (slice(0, 2), slice(2, 4)),
+             "BL": (slice(2, 4), slice(0, 2)), "BR": (slice(2, 4), slice(2, 4))}
+    orders = [["BL", "TL", "BR", "TR"], ["TL", "TR", "BL", "BR"]]
+    base = -0.5
+    wn, xn = w.numpy().astype(np.float64), x[0, 0].numpy().astype(np.float64)
+    for mode in ("deletion", "insertion"):
+        curve = gv.perturbation_curve(SignedSumModel(w), x, sal, 0, mode, steps=4, baseline=base, patch=2)
+        expected = np.zeros((2, 5))
+        for i, order in enumerate(orders):
+            for k in range(5):
+                top = np.zeros((4, 4), dtype=bool)
+                for c in order[:k]:
+                    top[cells[c]] = True
+                gone = top if mode == "deletion" else ~top
+                s = (wn * np.where(gone, base, xn)).sum()
+                expected[i, k] = 1 / (1 + np.exp(-2 * s))
+        np.testing.assert_allclose(curve, expected, rtol=1e-6)
+    # the same map at pixel level deletes TR's 9 first: a different curve
+    px = gv.perturbation_curve(SignedSumModel(w), x[:1], sal0[None], 0, "deletion", steps=4, baseline=base)
+    assert not np.allclose(px[0, 1], expected[0, 1])
+
+
+def test_region_perturbation_non_divisible_size_deletes_one_cell_per_step():
+    # 5x7 with patch 2: a 3x4 grid; cell heights 2, 2, 1 and widths 2, 2, 2, 1
+    v = np.array([[5, 11, 0, 7], [3, 9, 1, 10], [2, 6, 4, 8]], dtype=float)  # one value per cell
+    sal = np.kron(v, np.ones((2, 2)))[:5, :7]
+    order = [(0, 1), (1, 3), (1, 1), (2, 3), (0, 3), (2, 1), (0, 0), (2, 2), (1, 0), (2, 0), (1, 2), (0, 2)]  # 11, 10, ..., 0
+    sizes = [4, 2, 4, 1, 2, 2, 4, 2, 4, 2, 4, 4]  # of the cells in that order
+    model, x = DeletedMaskModel(), torch.ones(1, 1, 5, 7)
+    curve = gv.perturbation_curve(model, x, sal[None], 1, "deletion", steps=12, patch=2)
+    masks = _zero_masks(curve, (5, 7))[0]
+    assert [int(masks[k].sum() - masks[k - 1].sum()) for k in range(1, 13)] == sizes
+    for k, (r, c) in enumerate(order, start=1):
+        cell = np.zeros((5, 7), dtype=bool)
+        cell[2 * r : 2 * r + 2, 2 * c : 2 * c + 2] = True
+        assert np.array_equal(masks[k] & ~masks[k - 1], cell) and np.all(masks[k] >= masks[k - 1])
+    assert not masks[0].any() and masks[12].all()
+    with torch.no_grad():
+        p_gone = float(torch.softmax(model(torch.zeros(1, 1, 5, 7)), 1)[0, 1])
+    assert curve[0, -1] == pytest.approx(p_gone, abs=1e-12)
+    ins = gv.perturbation_curve(model, x, sal[None], 1, "insertion", steps=12, patch=2)
+    assert ins[0, 0] == pytest.approx(p_gone, abs=1e-12) and ins[0, -1] == pytest.approx(0.5, abs=1e-12)
+    ins_masks = _zero_masks(ins, (5, 7))[0]
+    assert [int(ins_masks[k - 1].sum() - ins_masks[k].sum()) for k in range(1, 13)] == sizes
+
+
+def test_region_score_is_the_mean_over_the_real_pixels_of_an_edge_cell():
+    # 3x3 with patch 2: cells TL (2x2), TR (2x1), BL (1x2), BR (1x1)
+    # real means: TR 3.5 > BR 3.2 > TL 3 > BL 0; zero-padded to 2x2 they would be TL 3 > TR 1.75 > BR 0.8 > BL 0
+    sal = np.array([[3.0, 3.0, 7.0], [3.0, 3.0, 0.0], [0.0, 0.0, 3.2]])
+    curve = gv.perturbation_curve(DeletedMaskModel(), torch.ones(1, 1, 3, 3), sal[None], 1, "deletion", steps=4, patch=2)
+    masks = _zero_masks(curve, (3, 3))[0]
+    tr = np.zeros((3, 3), dtype=bool)
+    tr[0:2, 2] = True
+    assert np.array_equal(masks[1], tr)
+    br = tr.copy()
+    br[2, 2] = True
+    assert np.array_equal(masks[2], br) and masks[3].sum() == 7 and masks[4].all()
+
+
+@pytest.mark.parametrize("patch", [0, -2, 1.5, True])
+def test_patch_must_be_a_positive_int(patch):
+    x, sal = torch.ones(1, 1, 4, 4), np.ones((1, 4, 4))
+    with pytest.raises(ValueError, match="patch"):
+        gv.perturbation_curve(PixelModel(torch.ones(4, 4)), x, sal, 1, "deletion", steps=4, patch=patch)
+    with pytest.raises(ValueError, match="patch"):
+        gv.faithfulness_report(PixelModel(torch.ones(4, 4)), x, methods=("random",), steps=4, patch=patch)
+
+
+def test_faithfulness_report_passes_patch_through_and_labels_the_plot(tmp_path, monkeypatch):
+    from gatta_viz import faithfulness as fa
+    from gatta_viz import figures
+
+    torch.manual_seed(0)
+    w = torch.randn(6, 6)
+    x = torch.rand(3, 1, 6, 6)
+    rep = gv.faithfulness_report(PixelModel(w), x, methods=("random",), steps=5, batch_size=10, seed=4, patch=3)
+    assert rep["patch"] == 3
+    pred = PixelModel(w)(x).argmax(1)
+    sal = np.random.default_rng(4).random((3, 6, 6)).astype(np.float32)  # the random map of images 0..2 (seed + 0)
+    for mode in ("deletion", "insertion"):
+        c = gv.perturbation_curve(PixelModel(w), x, sal, pred, mode, steps=5, patch=3)
+        np.testing.assert_allclose(rep["methods"]["random"][f"{mode}_curve"], c.mean(0), rtol=1e-12)
+        assert rep["methods"]["random"][f"{mode}_auc"] == pytest.approx(float(gv.auc(c).mean()))
+    assert fa.build_parser().parse_args([]).patch == 1 and fa.build_parser().parse_args(["--patch", "4"]).patch == 4
+    labels = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: labels.append([a.get_xlabel() for a in fig.axes]) or path)
+    fa.plot_curves(rep, str(tmp_path / "f.png"))
+    fa.plot_curves({**rep, "patch": 1}, str(tmp_path / "g.png"))
+    del rep["patch"]
+    fa.plot_curves(rep, str(tmp_path / "h.png"))
+    assert labels == [["fraction of 3x3 regions deleted", "fraction of 3x3 regions inserted"],
+                      ["fraction of pixels deleted", "fraction of pixels inserted"],
+                      ["fraction of pixels deleted", "fraction of pixels inserted"]]
+    figures.plt.close("all")
+
+
 def test_auc_trapezoid_by_hand():
     assert gv.auc(np.array([0.0, 1.0])) == pytest.approx(0.5)
     assert gv.auc(np.array([1.0, 1.0, 0.0])) == pytest.approx(0.75)

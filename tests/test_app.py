@@ -1,8 +1,10 @@
 """The Streamlit app driven by streamlit's AppTest: predictions, layer panels, downloads, bad files, other models."""
+import io
 import os
 import struct
 import zlib
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -126,3 +128,47 @@ def test_bad_checkpoint_path_shows_error(samples, tmp_path):
     at.text_input(key="ckpt_path").input(str(bad)).run()
     assert not at.exception
     assert any("Could not load the model" in e.value and "corrupt" in e.value for e in at.error)
+
+
+def test_renders_from_concurrent_sessions_take_turns_and_match_one_at_a_time(samples, monkeypatch):
+    """Streamlit sessions are threads sharing the cached model; its hooks must not see another session's trace."""
+    import threading
+
+    monkeypatch.syspath_prepend(os.path.dirname(APP))
+    import logic
+
+    lm = logic.load_model(gv.DEFAULT_MODEL)
+    imgs = [gv.load_image(str(p)) for p in sorted(samples.glob("*.png"))]
+    alone = [logic.render(lm, f"{i}.png", img, gradcam=True) for i, img in enumerate(imgs)]
+
+    # the lock is what makes them take turns: a render waits while it is held
+    done = threading.Event()
+    with logic.RENDER_LOCK:
+        t = threading.Thread(target=lambda: (logic.render(lm, "0.png", imgs[0], gradcam=False), done.set()))
+        t.start()
+        assert not done.wait(0.5)
+    t.join(30)
+    assert done.is_set()
+
+    results, errors = {}, []
+
+    def work(j):
+        try:
+            for rep in range(2):
+                results[(j, rep)] = logic.render(lm, f"{j % 2}.png", imgs[j % 2], gradcam=True)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(j,)) for j in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    assert not errors
+    for (j, _), r in results.items():
+        want = alone[j % 2]
+        assert r.top_pass2 == want.top_pass2 and r.top_pass1 == want.top_pass1
+        got_maps, want_maps = np.load(io.BytesIO(r.npz)), np.load(io.BytesIO(want.npz))
+        assert sorted(got_maps.files) == sorted(want_maps.files)
+        for key in want_maps.files:
+            assert np.array_equal(got_maps[key], want_maps[key]), key
