@@ -81,8 +81,9 @@ class _Recording:
 class PrefixReuse:
     """Finds and replays the part of a backbone that pass 2 need not recompute.
 
-    Plans are kept per input shape, dtype and device; the backbone is passed to each call (so a
-    wrapper whose backbone is replaced stays correct: plans naming missing modules are rebuilt).
+    Plans are kept per input shape, dtype and device. Each call gets the backbone's current
+    ``dict(named_modules())`` from the caller (so a wrapper whose backbone is replaced stays correct:
+    plans naming missing modules are rebuilt).
     """
 
     def __init__(self) -> None:
@@ -93,9 +94,13 @@ class PrefixReuse:
         """True when the ambient mode allows reuse: autograd off and not in inference mode."""
         return not torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
 
+    @staticmethod
+    def _key(x: torch.Tensor) -> PlanKey:
+        return tuple(x.shape[1:]), x.dtype, x.device
+
     def plan(self, x: torch.Tensor) -> Optional[Plan]:
         """The modules reused for inputs like ``x``, each with whether its output is copied (None: not known yet)."""
-        return self._plans.get((tuple(x.shape[1:]), x.dtype, x.device))
+        return self._plans.get(self._key(x))
 
     def forget(self) -> None:
         """Drop every plan (they are rebuilt on the next calls)."""
@@ -103,9 +108,8 @@ class PrefixReuse:
 
     # ---------------------------------------------------------------- pass 1
     @contextlib.contextmanager
-    def record(self, backbone: nn.Module, x: torch.Tensor) -> Iterator[_Recording]:
+    def record(self, named: Dict[str, nn.Module], x: torch.Tensor) -> Iterator[_Recording]:
         """Wrap pass 1: record the outputs of the planned modules (all modules when there is no plan yet)."""
-        named = dict(backbone.named_modules())
         plan = self.plan(x)
         if plan is not None and not all(n in named for n in plan):
             self.forget()
@@ -132,13 +136,12 @@ class PrefixReuse:
         with patched_forwards({n: named[n] for n in names}, make):
             yield rec
 
-    def replay_plan(self, backbone: nn.Module, x: torch.Tensor, rec: _Recording) -> Optional[List[str]]:
+    def replay_plan(self, named: Dict[str, nn.Module], x: torch.Tensor, rec: _Recording) -> Optional[List[str]]:
         """After pass 1: the modules pass 2 may take from ``rec`` (None: run pass 2 in full).
 
         Builds the plan from a full recording, or checks a known plan against this call's recording.
         """
-        key = (tuple(x.shape[1:]), x.dtype, x.device)
-        named = dict(backbone.named_modules())
+        key = self._key(x)
         known = self._plans.get(key)
         if known is None:
             plan = self._build(rec, named)
@@ -179,9 +182,8 @@ class PrefixReuse:
 
     # ---------------------------------------------------------------- pass 2
     @contextlib.contextmanager
-    def replay(self, backbone: nn.Module, plan: Sequence[str], rec: _Recording) -> Iterator[None]:
+    def replay(self, named: Dict[str, nn.Module], plan: Sequence[str], rec: _Recording) -> Iterator[None]:
         """Wrap pass 2: each planned module returns its pass-1 output on its first call (later calls compute)."""
-        named = dict(backbone.named_modules())
 
         def make(name: str, original: Callable) -> Callable:
             used = [False]

@@ -255,8 +255,7 @@ class GAttANet(nn.Module):
         acts: Dict[str, torch.Tensor] = {}
 
         reuse = self.reuse_prefix and PrefixReuse.possible()
-        recording = contextlib.ExitStack()
-        rec = recording.enter_context(self._prefix.record(self.backbone, x)) if reuse else None
+        recording = self._prefix.record(named, x) if reuse else contextlib.nullcontext()
 
         def pass1_hook(name: str):
             def hook(_m, _i, out):
@@ -269,9 +268,9 @@ class GAttANet(nn.Module):
             return hook
 
         # detach_pass1: no autograd through the backbone here; K and Q still learn from the (detached) activations
-        with recording, forward_hooks(modules, pass1_hook), torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_pass1):
+        with recording as rec, forward_hooks(modules, pass1_hook), torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_pass1):
             logits1 = self.backbone(x)
-        plan = self._prefix.replay_plan(self.backbone, x, rec) if rec is not None else None
+        plan = self._prefix.replay_plan(named, x, rec) if rec is not None else None
         for name in self.layer_names:
             keys[name] = self.kq_of(name).keys(acts[name])
             mean_q[name] = self.kq_of(name).mean_query(acts[name])
@@ -299,7 +298,7 @@ class GAttANet(nn.Module):
 
             return hook
 
-        with self._prefix.replay(self.backbone, plan, rec) if plan else contextlib.nullcontext(), forward_hooks(modules, pass2_hook):
+        with self._prefix.replay(named, plan, rec) if plan else contextlib.nullcontext(), forward_hooks(modules, pass2_hook):
             logits2 = self.backbone(x)
 
         layers = {

@@ -120,18 +120,6 @@ def test_oracle_map_beats_random_on_insertion_and_deletion():
         gv.perturbation_curve(model, x, oracle, 1, "deletion", steps=4, baseline=[0.0, 0.0, 0.0])
 
 
-class SignedSumModel(nn.Module):
-    """logits (s, -s) with s = sum of w * x, so p(class 0) = sigmoid(2 s)."""
-
-    def __init__(self, w):
-        super().__init__()
-        self.register_buffer("w", w)
-
-    def forward(self, x):
-        s = (x[:, 0] * self.w).sum((1, 2))
-        return torch.stack([s, -s], 1)
-
-
 class DeletedMaskModel(nn.Module):
     """For x in {0, 1}: logits (0, s), s = sum over zero pixels i of 2**(i - n); p(class 1) = sigmoid(s) encodes them."""
 
@@ -183,7 +171,8 @@ def test_region_perturbation_2x2_by_hand():
     base = -0.5
     wn, xn = w.numpy().astype(np.float64), x[0, 0].numpy().astype(np.float64)
     for mode in ("deletion", "insertion"):
-        curve = gv.perturbation_curve(SignedSumModel(w), x, sal, 0, mode, steps=4, baseline=base, patch=2)
+        # PixelModel(2w): p(class 1) = sigmoid(2 s) with s = sum of w * x
+        curve = gv.perturbation_curve(PixelModel(2 * w), x, sal, 1, mode, steps=4, baseline=base, patch=2)
         expected = np.zeros((2, 5))
         for i, order in enumerate(orders):
             for k in range(5):
@@ -195,7 +184,7 @@ def test_region_perturbation_2x2_by_hand():
                 expected[i, k] = 1 / (1 + np.exp(-2 * s))
         np.testing.assert_allclose(curve, expected, rtol=1e-6)
     # the same map at pixel level deletes TR's 9 first: a different curve
-    px = gv.perturbation_curve(SignedSumModel(w), x[:1], sal0[None], 0, "deletion", steps=4, baseline=base)
+    px = gv.perturbation_curve(PixelModel(2 * w), x[:1], sal0[None], 1, "deletion", steps=4, baseline=base)
     assert not np.allclose(px[0, 1], expected[0, 1])
 
 
