@@ -14,6 +14,15 @@ their pixels, and whole cells are deleted or inserted; the curve fractions are t
 Deleting scattered single pixels (e.g. for a random map) destroys the image faster than any contiguous
 ordering (an off-manifold artefact), and agreement maps are only 7x7..28x28 anyway.
 
+ROAD (``baseline="road"``, ``--baseline road``; Rong et al. 2022): deleted pixels are not set to a value but
+filled by noisy linear imputation from the pixels that remain (:mod:`gatta_viz.imputation`), so the shape
+of the deletion mask leaks little into the image; insertion keeps the most salient pixels and fills the rest
+the same way (its first point, with nothing kept, is the mean image: 0 after normalisation).
+
+Maps are named ``method`` or ``method:layer`` (e.g. ``agreement:layer3``: that conv layer's map alone;
+``--per-layer`` adds one per GAttA conv layer). With ``random`` among the methods the report also holds,
+for every other map, the paired difference of its AUCs from the random map's on the same images.
+
 ``gatta-viz faithfulness --n 200 --out results/faithfulness`` compares agreement maps, Grad-CAM and
 a random map on the first N Fashion-MNIST test images.
 """
@@ -31,10 +40,11 @@ from tqdm import tqdm
 
 from .attributions import gradcam, integrated_gradients, saliency
 from .heatmaps import normalize, upsample
+from .imputation import noisy_linear_impute
 from .wrapper import temporarily_eval
 
 __all__ = ["METHODS", "agreement_saliency", "explain_func", "perturbation_curve", "auc", "faithfulness_report",
-           "build_parser", "run"]
+           "parse_method", "build_parser", "run"]
 
 METHODS = ("agreement", "gain", "gradcam", "random", "integrated_gradients", "saliency")
 
@@ -143,8 +153,8 @@ def _cell_ranks(sal: np.ndarray, h: int, w: int, patch: int) -> Tuple[np.ndarray
 
 @torch.no_grad()
 def perturbation_curve(model, x: torch.Tensor, sal: np.ndarray, target, mode: str = "deletion", steps: int = 28,
-                       baseline: Union[float, Sequence[float]] = 0.0, batch_size: int = 512,
-                       patch: int = 1) -> np.ndarray:
+                       baseline: Union[float, Sequence[float], str] = 0.0, batch_size: int = 512,
+                       patch: int = 1, noise: float = 0.01, seed: int = 0) -> np.ndarray:
     """Target-class probability as pixels (or patch x patch regions) are deleted (or inserted), most salient first.
 
     Args:
@@ -154,12 +164,16 @@ def perturbation_curve(model, x: torch.Tensor, sal: np.ndarray, target, mode: st
         target: class per image.
         mode: ``"deletion"`` or ``"insertion"``.
         steps: number of perturbation steps.
-        baseline: value of a deleted pixel (normalised space): one number, or one per channel.
+        baseline: value of a deleted pixel (normalised space): one number, or one per channel; or ``"road"``:
+            deleted pixels are filled by noisy linear imputation from the kept ones (ROAD, Rong et al. 2022),
+            and the insertion curve's first point (nothing kept) is the all-zero (mean) image plus noise.
         batch_size: forwards per call.
         patch: 1 perturbs single pixels; ``patch > 1`` perturbs whole non-overlapping ``patch x patch`` cells
             (region perturbation, Samek et al. 2017) ranked by their mean saliency (edge cells of a size not
             divisible by ``patch`` are smaller and averaged over their real pixels); step k then perturbs
             the first round(k * n_cells / steps) cells.
+        noise: with ``baseline="road"``, std of the noise added to imputed pixels.
+        seed: with ``baseline="road"``, seed of that noise.
     Returns:
         (B, steps + 1) probabilities.
     """
@@ -174,10 +188,13 @@ def perturbation_curve(model, x: torch.Tensor, sal: np.ndarray, target, mode: st
     rank_t = torch.from_numpy(rank).view(b, 1, *x.shape[2:])
     counts = [int(round(k * n_units / steps)) for k in range(steps + 1)]
     target = torch.as_tensor(target, dtype=torch.long).reshape(-1).expand(b) if np.ndim(target) == 0 else torch.as_tensor(target).reshape(-1)
-    base = torch.as_tensor(baseline, dtype=x.dtype).reshape(-1, 1, 1)
-    if base.shape[0] not in (1, x.shape[1]):
-        raise ValueError(f"baseline has {base.shape[0]} values, input has {x.shape[1]} channels")
-    base = base.expand(x.shape[1:])
+    road = _is_road(baseline)
+    if not road:
+        base = torch.as_tensor(baseline, dtype=x.dtype).reshape(-1, 1, 1)
+        if base.shape[0] not in (1, x.shape[1]):
+            raise ValueError(f"baseline has {base.shape[0]} values, input has {x.shape[1]} channels")
+        base = base.expand(x.shape[1:])
+    gen = torch.Generator().manual_seed(seed)
     jobs = [(i, k) for i in range(b) for k in range(steps + 1)]
     probs = np.zeros((b, steps + 1), dtype=np.float64)
     with temporarily_eval(model):
@@ -185,13 +202,25 @@ def perturbation_curve(model, x: torch.Tensor, sal: np.ndarray, target, mode: st
             chunk = jobs[s : s + batch_size]
             imgs = []
             for i, k in chunk:
-                top = (rank_t[i] < counts[k]).to(x.dtype)  # 1 where the pixel (or its cell) is among the k-th most salient
-                keep = 1 - top if mode == "deletion" else top
-                imgs.append(x[i] * keep + base * (1 - keep))
+                top = rank_t[i] < counts[k]  # True where the pixel (or its cell) is among the k-th most salient
+                keep = ~top if mode == "deletion" else top
+                if road:
+                    imgs.append(noisy_linear_impute(x[i], keep[0], noise, gen))
+                else:
+                    imgs.append(torch.where(keep, x[i], base))
             p = torch.softmax(model(torch.stack(imgs)).double(), 1)
             for j, (i, k) in enumerate(chunk):
                 probs[i, k] = float(p[j, target[i]])
     return probs
+
+
+def _is_road(baseline) -> bool:
+    """True for the ROAD fill; ValueError for any other string."""
+    if isinstance(baseline, str):
+        if baseline != "road":
+            raise ValueError(f"baseline must be a number, one number per channel or 'road', got {baseline!r}")
+        return True
+    return False
 
 
 def auc(curve: np.ndarray) -> np.ndarray:
@@ -200,51 +229,96 @@ def auc(curve: np.ndarray) -> np.ndarray:
     return (c[..., 1:] + c[..., :-1]).sum(-1) / (2 * (c.shape[-1] - 1))
 
 
+def parse_method(name: str) -> Tuple[str, Optional[str]]:
+    """Split a map name ``"method"`` or ``"method:layer"`` (e.g. ``"agreement:layer3"``) into its parts.
+
+    Raises:
+        ValueError: unknown method, or a layer given for a method that takes none.
+    """
+    method, _, layer = str(name).partition(":")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} in {name!r}; choose from {METHODS} (optionally ':LAYER')")
+    if layer and method not in ("agreement", "gain", "gradcam"):
+        raise ValueError(f"{name!r}: only agreement, gain and gradcam take a layer")
+    return method, layer or None
+
+
+def _mean_se(v: np.ndarray) -> Tuple[float, float]:
+    """Mean and standard error of the mean (0 for one value)."""
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
 def faithfulness_report(model, x: torch.Tensor, methods: Sequence[str] = ("agreement", "gradcam", "random"),
                         steps: int = 28, batch_size: int = 100, seed: int = 0,
-                        baseline: Union[float, Sequence[float]] = 0.0, patch: int = 1) -> Dict[str, Any]:
+                        baseline: Union[float, Sequence[float], str] = 0.0, patch: int = 1,
+                        noise: float = 0.01) -> Dict[str, Any]:
     """Deletion and insertion curves and AUCs of several saliency methods on the same images.
 
     Args:
         model: GAttA model.
         x: (N, C, H, W) normalised inputs.
-        methods: names from ``METHODS``.
+        methods: map names, ``method`` from ``METHODS`` or ``method:layer`` (see :func:`parse_method`).
         steps: perturbation steps.
         batch_size: images per chunk.
-        seed: random-map seed.
+        seed: random-map seed (and ROAD noise seed).
         baseline: value of a deleted pixel in normalised space, one number or one per channel
-            (0: the dataset's mean intensity).
+            (0: the dataset's mean intensity), or ``"road"`` (noisy linear imputation).
         patch: region side for region perturbation (1: single pixels); see :func:`perturbation_curve`.
+        noise: ROAD imputation noise (``baseline="road"`` only).
     Returns:
-        ``{"n", "steps", "baseline", "patch", "target": "predicted class (pass 2)", "methods": {m: {"deletion_auc", "deletion_auc_se",
-        "insertion_auc", "insertion_auc_se", "deletion_curve", "insertion_curve"}}}`` (curves are means over images).
+        ``{"n", "steps", "baseline", "patch", "target": "predicted class (pass 2)", "methods": {m: {"deletion_auc",
+        "deletion_auc_se", "insertion_auc", "insertion_auc_se", "deletion_curve", "insertion_curve",
+        "deletion_aucs", "insertion_aucs"}}}`` (curves are means over images, ``*_aucs`` per image). With
+        ``"random"`` among the methods every other entry also has ``"deletion_minus_random"``,
+        ``"insertion_minus_random"`` and their ``*_se``: paired differences over the same images.
     """
     _check_patch(patch)
+    parsed = {m: parse_method(m) for m in methods}
+    road = _is_road(baseline)
     with torch.no_grad():
         pred = torch.cat([model(x[i : i + 500]).argmax(1) for i in range(0, len(x), 500)])
-    out: Dict[str, Any] = {"n": int(len(x)), "steps": steps, "baseline": np.asarray(baseline, dtype=float).tolist(), "patch": int(patch), "target": "predicted class (pass 2)", "methods": {}}
-    for m in methods:
+    out: Dict[str, Any] = {"n": int(len(x)), "steps": steps, "baseline": "road" if road else np.asarray(baseline, dtype=float).tolist(),
+                           "patch": int(patch), "target": "predicted class (pass 2)", "methods": {}}
+    if road:
+        out["noise"] = float(noise)
+    per_image: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+    for m, (method, layer) in parsed.items():
         dels, ins = [], []
         for i in tqdm(range(0, len(x), batch_size), desc=f"faithfulness {m}", leave=False):
             xb, tb = x[i : i + batch_size], pred[i : i + batch_size]
-            sal = explain_func(model, xb, tb, method=m, seed=seed + i)[:, 0]
-            dels.append(perturbation_curve(model, xb, sal, tb, "deletion", steps, baseline, patch=patch))
-            ins.append(perturbation_curve(model, xb, sal, tb, "insertion", steps, baseline, patch=patch))
+            sal = explain_func(model, xb, tb, method=method, layer=layer, seed=seed + i)[:, 0]
+            kw = dict(steps=steps, baseline=baseline, patch=patch, noise=noise, seed=seed + i)
+            dels.append(perturbation_curve(model, xb, sal, tb, "deletion", **kw))
+            ins.append(perturbation_curve(model, xb, sal, tb, "insertion", **kw))
         d, n_ = np.concatenate(dels), np.concatenate(ins)
-        ad, ai = auc(d), auc(n_)
+        per_image[m] = (auc(d), auc(n_))
+        (dm, dse), (im, ise) = _mean_se(per_image[m][0]), _mean_se(per_image[m][1])
         out["methods"][m] = {
-            "deletion_auc": float(ad.mean()), "deletion_auc_se": float(ad.std(ddof=1) / np.sqrt(len(ad))) if len(ad) > 1 else 0.0,
-            "insertion_auc": float(ai.mean()), "insertion_auc_se": float(ai.std(ddof=1) / np.sqrt(len(ai))) if len(ai) > 1 else 0.0,
+            "deletion_auc": dm, "deletion_auc_se": dse, "insertion_auc": im, "insertion_auc_se": ise,
             "deletion_curve": d.mean(0).tolist(), "insertion_curve": n_.mean(0).tolist(),
+            "deletion_aucs": per_image[m][0].tolist(), "insertion_aucs": per_image[m][1].tolist(),
         }
+    if "random" in per_image:
+        for m, r in out["methods"].items():
+            if m == "random":
+                continue
+            for j, kind in enumerate(("deletion", "insertion")):
+                r[f"{kind}_minus_random"], r[f"{kind}_minus_random_se"] = _mean_se(per_image[m][j] - per_image["random"][j])
     return out
 
 
 def report_table(rep: Dict[str, Any]) -> str:
     """Markdown table of a :func:`faithfulness_report`."""
-    rows = ["| map | deletion AUC (lower is better) | insertion AUC (higher is better) |", "|---|---:|---:|"]
+    paired = "random" in rep["methods"]
+    head = "| map | deletion AUC (lower is better) | insertion AUC (higher is better) |"
+    rows = [head + (" deletion - random (paired) | insertion - random (paired) |" if paired else ""),
+            "|---|---:|---:|" + ("---:|---:|" if paired else "")]
     for m, r in rep["methods"].items():
-        rows.append(f"| {m} | {r['deletion_auc']:.3f} ± {r['deletion_auc_se']:.3f} | {r['insertion_auc']:.3f} ± {r['insertion_auc_se']:.3f} |")
+        row = f"| {m} | {r['deletion_auc']:.3f} ± {r['deletion_auc_se']:.3f} | {r['insertion_auc']:.3f} ± {r['insertion_auc_se']:.3f} |"
+        if paired:
+            row += " |".join(f" {r[k + '_minus_random']:+.3f} ± {r[k + '_minus_random_se']:.3f}" if k + "_minus_random" in r else " "
+                             for k in ("deletion", "insertion")) + " |"
+        rows.append(row)
     return "\n".join(rows)
 
 
@@ -273,12 +347,17 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--model", default=None, help="bundled model name (default: fmnist-gatta-resnet)")
     p.add_argument("--checkpoint", default=None, help="checkpoint path (instead of --model)")
     p.add_argument("--n", type=int, default=200, help="first N test images")
-    p.add_argument("--methods", nargs="+", default=["agreement", "gain", "gradcam", "random"], choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=["agreement", "gain", "gradcam", "random"],
+                   help=f"maps to compare: {', '.join(METHODS)}; agreement, gain and gradcam also as METHOD:LAYER")
+    p.add_argument("--per-layer", action="store_true",
+                   help="also evaluate each GAttA conv layer's agreement map alone (agreement:LAYER)")
     p.add_argument("--steps", type=int, default=28)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--baseline", choices=("mean", "black"), default="mean",
-                   help="what a deleted pixel becomes: the dataset's mean intensity (0 after normalisation) "
-                        "or black (raw 0, Fashion-MNIST's background)")
+    p.add_argument("--baseline", choices=("mean", "black", "road"), default="mean",
+                   help="what a deleted pixel becomes: the dataset's mean intensity (0 after normalisation), "
+                        "black (raw 0, Fashion-MNIST's background) or road (noisy linear imputation from the "
+                        "remaining pixels, Rong et al. 2022)")
+    p.add_argument("--noise", type=float, default=0.01, help="ROAD imputation noise std (normalised units)")
     p.add_argument("--patch", type=int, default=1,
                    help="perturb patch x patch regions ranked by their mean saliency "
                         "(region perturbation, Samek et al. 2017); 1 = single pixels")
@@ -292,17 +371,29 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         _check_patch(args.patch)
+        methods = list(args.methods)
+        kinds = {parse_method(m)[0] for m in methods}
         lm = load_model(args.checkpoint or args.model or DEFAULT_MODEL)
-        if not lm.is_gatta and {"agreement", "gain"} & set(args.methods):
-            raise ValueError(f"model {lm.name} has no GAttA layers; drop 'agreement' from --methods")
+        if not lm.is_gatta and ({"agreement", "gain"} & kinds or args.per_layer):
+            raise ValueError(f"model {lm.name} has no GAttA layers; drop 'agreement'/'gain' from --methods and --per-layer")
+        if args.per_layer:
+            methods += [f"agreement:{n}" for n, k in lm.model.layer_kinds.items() if k == "conv" and f"agreement:{n}" not in methods]
+        for m in methods:
+            method, layer = parse_method(m)
+            convs = [n for n, k in getattr(lm.model, "layer_kinds", {}).items() if k == "conv"]
+            if method != "gradcam" and layer is not None and layer not in convs:
+                raise ValueError(f"{m!r}: {layer!r} is not a GAttA conv layer of {lm.name}; conv layers: {convs}")
         data = load_dataset(lm.meta.get("dataset", "fashion-mnist"), "test").subset(args.n)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     x, _ = data.tensors()
     pp = lm.preprocess
-    base = 0.0 if args.baseline == "mean" else [-m / s for m, s in zip(pp["mean"], pp["std"])]
-    rep = faithfulness_report(lm.model, x, args.methods, args.steps, seed=args.seed, baseline=base, patch=args.patch)
+    if args.baseline == "black":
+        base: Union[float, List[float], str] = [-m / s for m, s in zip(pp["mean"], pp["std"])]
+    else:
+        base = "road" if args.baseline == "road" else 0.0
+    rep = faithfulness_report(lm.model, x, methods, args.steps, seed=args.seed, baseline=base, patch=args.patch, noise=args.noise)
     rep["model"], rep["baseline_name"] = lm.name, args.baseline
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "faithfulness.json"), "w") as f:

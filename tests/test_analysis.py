@@ -331,3 +331,81 @@ def test_gain_map_is_agreement_signed_by_alpha(toy):
     finally:
         with torch.no_grad():
             toy.alpha_of("conv2").fill_(0.3)
+
+
+def test_road_fill_hides_the_mask_of_a_constant_image_and_only_the_empty_image_moves_the_probability():
+    # ROAD imputes deleted pixels from the kept ones: a constant image stays that constant whatever is deleted,
+    # until nothing is kept (the all-zero image). With a fixed fill value every step would move p.
+    w = torch.full((6, 6), 0.1)
+    model = PixelModel(w)
+    x = torch.full((2, 1, 6, 6), 0.5)
+    sal = np.random.default_rng(0).random((2, 6, 6))
+    p_clean = 1 / (1 + np.exp(-0.1 * 36 * 0.5))
+    dele = gv.perturbation_curve(model, x, sal, 1, "deletion", steps=6, baseline="road", noise=0)
+    ins = gv.perturbation_curve(model, x, sal, 1, "insertion", steps=6, baseline="road", noise=0)
+    np.testing.assert_allclose(dele[:, :-1], p_clean, rtol=1e-6)
+    np.testing.assert_allclose(dele[:, -1], 0.5, rtol=1e-12)
+    np.testing.assert_allclose(ins[:, 0], 0.5, rtol=1e-12)
+    np.testing.assert_allclose(ins[:, 1:], p_clean, rtol=1e-6)
+    fixed = gv.perturbation_curve(model, x, sal, 1, "deletion", steps=6, baseline=0.0)
+    assert np.all(np.diff(fixed, axis=1) < 0)  # the same deletions with a fixed fill lower p at every step
+    # noise is seeded: same seed, same curve; another seed, another curve
+    a, b, c = (gv.perturbation_curve(model, x, sal, 1, "deletion", steps=6, baseline="road", noise=0.3, seed=s) for s in (1, 1, 2))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    with pytest.raises(ValueError, match="baseline must be a number, one number per channel or 'road', got 'blur'"):
+        gv.perturbation_curve(model, x, sal, 1, "deletion", steps=6, baseline="blur")
+
+
+def test_road_curve_uses_the_imputed_image_step_by_step():
+    from gatta_viz.imputation import noisy_linear_impute
+
+    torch.manual_seed(1)
+    w = torch.randn(5, 5)
+    x = torch.rand(1, 1, 5, 5)
+    sal = np.arange(25, dtype=np.float32)[::-1].reshape(1, 5, 5).copy()  # raster order: pixel i deleted at step i+1
+    dele = gv.perturbation_curve(PixelModel(w), x, sal, 1, "deletion", steps=25, baseline="road", noise=0)
+    for k in (0, 3, 12, 24):
+        known = torch.ones(25, dtype=torch.bool)
+        known[:k] = False
+        img = noisy_linear_impute(x[0], known.view(5, 5), noise=0)
+        p = torch.softmax(PixelModel(w)(img[None]).double(), 1)[0, 1]
+        assert dele[0, k] == pytest.approx(float(p), abs=1e-7)
+
+
+def test_report_pairs_every_map_with_random_and_takes_one_layer_maps(toy):
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 28, 28)
+    rep = gv.faithfulness_report(toy, x, methods=("agreement:conv2", "random"), steps=4, batch_size=2, seed=7)
+    pred = toy(x).argmax(1)
+    sal = gv.agreement_saliency(toy, x, layer="conv2")
+    for mode in ("deletion", "insertion"):
+        c = np.concatenate([gv.perturbation_curve(toy, x[i : i + 2], sal[i : i + 2], pred[i : i + 2], mode, steps=4) for i in (0, 2)])
+        np.testing.assert_allclose(rep["methods"]["agreement:conv2"][f"{mode}_aucs"], gv.auc(c), rtol=1e-12)
+        d = np.array(rep["methods"]["agreement:conv2"][f"{mode}_aucs"]) - np.array(rep["methods"]["random"][f"{mode}_aucs"])
+        r = rep["methods"]["agreement:conv2"]
+        assert r[f"{mode}_minus_random"] == pytest.approx(d.mean())
+        assert r[f"{mode}_minus_random_se"] == pytest.approx(d.std(ddof=1) / 2)
+    assert "deletion_minus_random" not in rep["methods"]["random"]
+    table = gv.faithfulness.report_table(rep)
+    assert "insertion - random (paired)" in table and f"{rep['methods']['agreement:conv2']['deletion_minus_random']:+.3f}" in table
+    assert gv.faithfulness.parse_method("gradcam:layer3") == ("gradcam", "layer3")
+    with pytest.raises(ValueError, match="only agreement, gain and gradcam take a layer"):
+        gv.faithfulness.parse_method("random:conv1")
+    with pytest.raises(ValueError, match="unknown method 'magic'"):
+        gv.faithfulness_report(toy, x, methods=("magic",), steps=4)
+
+
+def test_faithfulness_cli_per_layer_road_on_the_bundled_toy(tmp_path, capsys):
+    import json
+
+    from gatta_viz import faithfulness as fa
+
+    out = tmp_path / "f"
+    assert fa.main(["--model", "fmnist-gatta-toy", "--n", "3", "--steps", "4", "--methods", "random", "--per-layer",
+                    "--baseline", "road", "--out", str(out)]) == 0
+    rep = json.loads((out / "faithfulness.json").read_text())
+    convs = [n for n, k in gv.load_model("fmnist-gatta-toy").model.layer_kinds.items() if k == "conv"]
+    assert list(rep["methods"]) == ["random"] + [f"agreement:{n}" for n in convs] and len(convs) >= 2
+    assert rep["baseline"] == "road" and rep["noise"] == 0.01 and rep["n"] == 3
+    assert fa.main(["--model", "fmnist-gatta-toy", "--n", "3", "--methods", "agreement:fc", "--out", str(out)]) == 2
+    assert "'fc' is not a GAttA conv layer of fmnist_gatta_toy" in capsys.readouterr().err
