@@ -13,22 +13,21 @@ mkdir -p docs/results
 $G evaluate --models fmnist-gatta-resnet fmnist-resnet fmnist-gatta-toy fmnist-toy \
   --out docs/results/eval | tee docs/results/eval.txt
 
-# deletion / insertion AUC on the first 200 test images
-$G faithfulness --model fmnist-gatta-resnet --n 200 --methods agreement gain gradcam random \
-  --out docs/results/faithfulness | tee docs/results/faithfulness.txt
-$G faithfulness --model fmnist-gatta-toy --n 200 --methods agreement gain gradcam random \
-  --out docs/results/faithfulness_toy | tee docs/results/faithfulness_toy.txt
-# the same with deleted pixels set to black (Fashion-MNIST's background) instead of the mean grey
-$G faithfulness --model fmnist-gatta-resnet --n 200 --methods agreement gain gradcam random --baseline black \
-  --out docs/results/faithfulness_black | tee docs/results/faithfulness_black.txt
-$G faithfulness --model fmnist-gatta-toy --n 200 --methods agreement gain gradcam random --baseline black \
-  --out docs/results/faithfulness_toy_black | tee docs/results/faithfulness_toy_black.txt
-
+# deletion / insertion AUC on the first 200 test images; --per-layer adds each conv layer's agreement map alone.
+# ROAD (noisy linear imputation of deleted pixels, Rong et al. 2022) is the protocol issue 4 is judged on
+# (rule fixed before it was run: see the README); the fixed-fill protocols follow.
+F="$G faithfulness --n 200 --methods agreement gain total_gain gradcam random --per-layer"
+$F --model fmnist-gatta-resnet --baseline road --out docs/results/faithfulness_road | tee docs/results/faithfulness_road.txt
+$F --model fmnist-gatta-toy --baseline road --out docs/results/faithfulness_toy_road | tee docs/results/faithfulness_toy_road.txt
+# deleted pixels set to the dataset's mean grey (0 after normalisation) or to black (Fashion-MNIST's background)
+$F --model fmnist-gatta-resnet --out docs/results/faithfulness | tee docs/results/faithfulness.txt
+$F --model fmnist-gatta-toy --out docs/results/faithfulness_toy | tee docs/results/faithfulness_toy.txt
+$F --model fmnist-gatta-resnet --baseline black --out docs/results/faithfulness_black | tee docs/results/faithfulness_black.txt
+$F --model fmnist-gatta-toy --baseline black --out docs/results/faithfulness_toy_black | tee docs/results/faithfulness_toy_black.txt
 # region perturbation (Samek et al. 2017): whole 4x4 cells (the 7x7 grid of layer3), one cell per step
-$G faithfulness --model fmnist-gatta-resnet --n 200 --methods agreement gain gradcam random --patch 4 --steps 49 \
-  --out docs/results/faithfulness_patch4 | tee docs/results/faithfulness_patch4.txt
-$G faithfulness --model fmnist-gatta-resnet --n 200 --methods agreement gain gradcam random --patch 4 --steps 49 \
-  --baseline black --out docs/results/faithfulness_patch4_black | tee docs/results/faithfulness_patch4_black.txt
+$F --model fmnist-gatta-resnet --patch 4 --steps 49 --out docs/results/faithfulness_patch4 | tee docs/results/faithfulness_patch4.txt
+$F --model fmnist-gatta-resnet --patch 4 --steps 49 --baseline black \
+  --out docs/results/faithfulness_patch4_black | tee docs/results/faithfulness_patch4_black.txt
 
 # gallery: what the CLI writes, for a few test images and one out-of-domain photo
 $G explain sample_images/fashion-mnist/{ankle-boot_test00000,trouser_test00002,bag_test00018,shirt_test00004}.png \

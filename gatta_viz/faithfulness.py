@@ -43,14 +43,15 @@ from .heatmaps import normalize, upsample
 from .imputation import noisy_linear_impute
 from .wrapper import temporarily_eval
 
-__all__ = ["METHODS", "agreement_saliency", "explain_func", "perturbation_curve", "auc", "faithfulness_report",
+__all__ = ["METHODS", "agreement_saliency", "explain_func", "perturbation_curve", "perturbed_images", "auc", "faithfulness_report",
            "parse_method", "build_parser", "run"]
 
-METHODS = ("agreement", "gain", "gradcam", "random", "integrated_gradients", "saliency")
+METHODS = ("agreement", "gain", "total_gain", "gradcam", "random", "integrated_gradients", "saliency")
 
 
 @torch.no_grad()
-def agreement_saliency(model, x: torch.Tensor, layer: Optional[str] = None, gain: bool = False) -> np.ndarray:
+def agreement_saliency(model, x: torch.Tensor, layer: Optional[str] = None, gain: bool = False,
+                       scale_layers: bool = True) -> np.ndarray:
     """A pixel-level map from agreement maps.
 
     Default (``layer=None``): the mean over conv layers of each layer's signed agreement map, upsampled
@@ -58,6 +59,8 @@ def agreement_saliency(model, x: torch.Tensor, layer: Optional[str] = None, gain
     With ``layer``: that layer's upsampled map alone. With ``gain=True`` each layer's map is multiplied by
     its alpha first (alpha * gatta = gain - 1): positive where the layer is up-regulated, whatever the
     sign of alpha (with alpha < 0 the network boosts the positions that *disagree* with q_avg).
+    ``scale_layers=False`` skips the per-layer scaling: with ``gain=True`` that is the mean over layers of
+    gain - 1 ("total_gain": each layer weighs by how strongly it actually modulates).
 
     Returns:
         (B, H, W) float32.
@@ -71,7 +74,9 @@ def agreement_saliency(model, x: torch.Tensor, layer: Optional[str] = None, gain
     size = tuple(x.shape[2:])
     out = np.zeros((x.shape[0], *size), dtype=np.float32)
     for i in range(x.shape[0]):
-        maps = normalize({n: upsample(t.layers[n].map(gain)[i], size) for n in convs}, signed=True, joint=False)
+        maps = {n: upsample(t.layers[n].map(gain)[i], size) for n in convs}
+        if scale_layers:
+            maps = normalize(maps, signed=True, joint=False)
         out[i] = np.mean(list(maps.values()), axis=0)
     return out
 
@@ -85,7 +90,8 @@ def explain_func(model, inputs: torch.Tensor, targets, method: str = "agreement"
         inputs: (B, C, H, W) tensor or array.
         targets: class per image.
         method: one of ``METHODS``: "agreement" (raw signed agreement, as the paper plots it), "gain"
-            (alpha * agreement: where the modulation boosts), "gradcam", "random", "integrated_gradients", "saliency".
+            (alpha * agreement: where the modulation boosts), "total_gain" (alpha * agreement averaged over
+            layers without per-layer scaling), "gradcam", "random", "integrated_gradients", "saliency".
         layer: conv layer for "agreement"/"gain" (default: mean over layers) and "gradcam" (default: last GAttA conv layer).
         seed: for "random".
     Returns:
@@ -96,6 +102,8 @@ def explain_func(model, inputs: torch.Tensor, targets, method: str = "agreement"
     target = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
     if method in ("agreement", "gain"):
         m = agreement_saliency(model, x, layer, gain=method == "gain")
+    elif method == "total_gain":
+        m = agreement_saliency(model, x, layer, gain=True, scale_layers=False)
     elif method == "gradcam":
         if layer is None:
             if not hasattr(model, "layer_kinds"):
@@ -177,6 +185,27 @@ def perturbation_curve(model, x: torch.Tensor, sal: np.ndarray, target, mode: st
     Returns:
         (B, steps + 1) probabilities.
     """
+    perturb, n_units = _perturber(x, sal, mode, baseline, patch, noise, seed)
+    b = x.shape[0]
+    counts = [int(round(k * n_units / steps)) for k in range(steps + 1)]
+    target = torch.as_tensor(target, dtype=torch.long).reshape(-1).expand(b) if np.ndim(target) == 0 else torch.as_tensor(target).reshape(-1)
+    jobs = [(i, k) for i in range(b) for k in range(steps + 1)]
+    probs = np.zeros((b, steps + 1), dtype=np.float64)
+    with temporarily_eval(model):
+        for s in range(0, len(jobs), batch_size):
+            chunk = jobs[s : s + batch_size]
+            p = torch.softmax(model(torch.stack([perturb(i, counts[k]) for i, k in chunk])).double(), 1)
+            for j, (i, k) in enumerate(chunk):
+                probs[i, k] = float(p[j, target[i]])
+    return probs
+
+
+def _perturber(x: torch.Tensor, sal, mode: str, baseline, patch: int, noise: float, seed: int):
+    """Validate a perturbation set-up; return ``(perturb, n_units)``.
+
+    ``perturb(i, count)`` is image ``i`` with its ``count`` most salient units (pixels or cells) deleted
+    (``mode="deletion"``) or with only those kept (``"insertion"``), the rest filled by ``baseline``.
+    """
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
     _check_patch(patch)
@@ -186,8 +215,6 @@ def perturbation_curve(model, x: torch.Tensor, sal: np.ndarray, target, mode: st
         raise ValueError(f"saliency has {hw} pixels, input has {x.shape[2] * x.shape[3]}")
     rank, n_units = _cell_ranks(sal, x.shape[2], x.shape[3], int(patch))
     rank_t = torch.from_numpy(rank).view(b, 1, *x.shape[2:])
-    counts = [int(round(k * n_units / steps)) for k in range(steps + 1)]
-    target = torch.as_tensor(target, dtype=torch.long).reshape(-1).expand(b) if np.ndim(target) == 0 else torch.as_tensor(target).reshape(-1)
     road = _is_road(baseline)
     if not road:
         base = torch.as_tensor(baseline, dtype=x.dtype).reshape(-1, 1, 1)
@@ -195,23 +222,35 @@ def perturbation_curve(model, x: torch.Tensor, sal: np.ndarray, target, mode: st
             raise ValueError(f"baseline has {base.shape[0]} values, input has {x.shape[1]} channels")
         base = base.expand(x.shape[1:])
     gen = torch.Generator().manual_seed(seed)
-    jobs = [(i, k) for i in range(b) for k in range(steps + 1)]
-    probs = np.zeros((b, steps + 1), dtype=np.float64)
-    with temporarily_eval(model):
-        for s in range(0, len(jobs), batch_size):
-            chunk = jobs[s : s + batch_size]
-            imgs = []
-            for i, k in chunk:
-                top = rank_t[i] < counts[k]  # True where the pixel (or its cell) is among the k-th most salient
-                keep = ~top if mode == "deletion" else top
-                if road:
-                    imgs.append(noisy_linear_impute(x[i], keep[0], noise, gen))
-                else:
-                    imgs.append(torch.where(keep, x[i], base))
-            p = torch.softmax(model(torch.stack(imgs)).double(), 1)
-            for j, (i, k) in enumerate(chunk):
-                probs[i, k] = float(p[j, target[i]])
-    return probs
+
+    def perturb(i: int, count: int) -> torch.Tensor:
+        top = rank_t[i] < count  # True where the pixel (or its cell) is among the `count` most salient
+        keep = ~top if mode == "deletion" else top
+        if road:
+            return noisy_linear_impute(x[i], keep[0], noise, gen)
+        return torch.where(keep, x[i], base)
+
+    return perturb, n_units
+
+
+def perturbed_images(x: torch.Tensor, sal: np.ndarray, mode: str = "deletion",
+                     fractions: Sequence[float] = (0.1, 0.25, 0.5), baseline: Union[float, Sequence[float], str] = 0.0,
+                     patch: int = 1, noise: float = 0.01, seed: int = 0) -> torch.Tensor:
+    """The images a deletion or insertion curve feeds the model, at chosen fractions (to see what it scores).
+
+    Args:
+        x: (B, C, H, W) normalised inputs.
+        sal: (B, H, W) saliency.
+        mode: ``"deletion"`` or ``"insertion"``.
+        fractions: fractions of units (pixels or cells) deleted / inserted, each in [0, 1].
+        baseline, patch, noise, seed: as in :func:`perturbation_curve`.
+    Returns:
+        (B, len(fractions), C, H, W) tensor.
+    """
+    if any(not 0 <= f <= 1 for f in fractions):
+        raise ValueError(f"fractions must lie in [0, 1], got {list(fractions)}")
+    perturb, n_units = _perturber(x, sal, mode, baseline, patch, noise, seed)
+    return torch.stack([torch.stack([perturb(i, int(round(f * n_units))) for f in fractions]) for i in range(x.shape[0])])
 
 
 def _is_road(baseline) -> bool:
@@ -342,12 +381,52 @@ def plot_curves(rep: Dict[str, Any], path: str) -> str:
     return save_figure(fig, path)
 
 
+def plot_examples(model, x: torch.Tensor, sals: Dict[str, np.ndarray], target: int, path: str,
+                  fractions: Sequence[float] = (0.1, 0.25, 0.5), baseline: Union[float, Sequence[float], str] = 0.0,
+                  patch: int = 1, noise: float = 0.01, seed: int = 0, mean: Sequence[float] = (0.0,),
+                  std: Sequence[float] = (1.0,)) -> str:
+    """One image as the deletion and insertion curves show it to the model, one row per map, saved to ``path``.
+
+    Args:
+        model: returns logits.
+        x: (1, C, H, W) normalised input.
+        sals: map name -> (H, W) saliency.
+        target: class whose probability is printed over each image.
+        path: .png/.svg/.pdf.
+        fractions: fractions deleted (left columns) and inserted (right columns).
+        baseline, patch, noise, seed: as in :func:`perturbation_curve`.
+        mean, std: the normalisation, undone for display (pixels clipped to [0, 1]).
+    Returns:
+        ``path``.
+    """
+    from .figures import plt, save_figure
+
+    m_ = torch.as_tensor(mean, dtype=x.dtype).reshape(-1, 1, 1)
+    s_ = torch.as_tensor(std, dtype=x.dtype).reshape(-1, 1, 1)
+    cols = [(mode, f) for mode in ("deletion", "insertion") for f in fractions]
+    fig, axes = plt.subplots(len(sals), len(cols), figsize=(1.45 * len(cols), 1.55 * len(sals)), squeeze=False)
+    for r, (name, sal) in enumerate(sals.items()):
+        for c, (mode, f) in enumerate(cols):
+            img = perturbed_images(x[:1], np.asarray(sal)[None], mode, [f], baseline, patch, noise, seed)[0, 0]
+            with torch.no_grad(), temporarily_eval(model):
+                p = float(torch.softmax(model(img[None]).double(), 1)[0, target])
+            shown = (img * s_ + m_).clamp(0, 1).permute(1, 2, 0).squeeze(-1).cpu().numpy()
+            ax = axes[r, c]
+            ax.imshow(shown, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(f"{mode[:3]} {100 * f:.0f}%: p={p:.2f}", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="gatta-viz faithfulness", description=__doc__)
     p.add_argument("--model", default=None, help="bundled model name (default: fmnist-gatta-resnet)")
     p.add_argument("--checkpoint", default=None, help="checkpoint path (instead of --model)")
     p.add_argument("--n", type=int, default=200, help="first N test images")
-    p.add_argument("--methods", nargs="+", default=["agreement", "gain", "gradcam", "random"],
+    p.add_argument("--methods", nargs="+", default=["agreement", "gain", "total_gain", "gradcam", "random"],
                    help=f"maps to compare: {', '.join(METHODS)}; agreement, gain and gradcam also as METHOD:LAYER")
     p.add_argument("--per-layer", action="store_true",
                    help="also evaluate each GAttA conv layer's agreement map alone (agreement:LAYER)")
@@ -374,8 +453,8 @@ def run(args: argparse.Namespace) -> int:
         methods = list(args.methods)
         kinds = {parse_method(m)[0] for m in methods}
         lm = load_model(args.checkpoint or args.model or DEFAULT_MODEL)
-        if not lm.is_gatta and ({"agreement", "gain"} & kinds or args.per_layer):
-            raise ValueError(f"model {lm.name} has no GAttA layers; drop 'agreement'/'gain' from --methods and --per-layer")
+        if not lm.is_gatta and ({"agreement", "gain", "total_gain"} & kinds or args.per_layer):
+            raise ValueError(f"model {lm.name} has no GAttA layers; drop agreement, gain, total_gain and --per-layer")
         if args.per_layer:
             methods += [f"agreement:{n}" for n, k in lm.model.layer_kinds.items() if k == "conv" and f"agreement:{n}" not in methods]
         for m in methods:
@@ -399,8 +478,14 @@ def run(args: argparse.Namespace) -> int:
     with open(os.path.join(args.out, "faithfulness.json"), "w") as f:
         json.dump(rep, f, indent=2)
     plot_curves(rep, os.path.join(args.out, "faithfulness.png"))
+    with torch.no_grad():
+        pred0 = int(lm.model(x[:1]).argmax(1))
+    sals = {m: explain_func(lm.model, x[:1], [pred0], method=parse_method(m)[0], layer=parse_method(m)[1], seed=args.seed)[0, 0]
+            for m in methods}
+    plot_examples(lm.model, x[:1], sals, pred0, os.path.join(args.out, "examples.png"), baseline=base,
+                  patch=args.patch, noise=args.noise, seed=args.seed, mean=pp["mean"], std=pp["std"])
     print(report_table(rep))
-    print(f"wrote {args.out}/faithfulness.json and {args.out}/faithfulness.png")
+    print(f"wrote {args.out}/faithfulness.json, faithfulness.png (mean curves) and examples.png (test image 0 as the model sees it)")
     return 0
 
 

@@ -270,7 +270,7 @@ def test_auc_trapezoid_by_hand():
 
 def test_explain_func_shapes_like_input(toy):
     x = torch.randn(3, 1, 28, 28)
-    for method in ("agreement", "gain", "gradcam", "random", "saliency"):
+    for method in ("agreement", "gain", "total_gain", "gradcam", "random", "saliency"):
         out = gv.explain_func(toy, x, [0, 1, 2], method=method)
         assert out.shape == (3, 1, 28, 28) and out.dtype == np.float32 and np.isfinite(out).all()
     with pytest.raises(ValueError, match="unknown method"):
@@ -407,5 +407,63 @@ def test_faithfulness_cli_per_layer_road_on_the_bundled_toy(tmp_path, capsys):
     convs = [n for n, k in gv.load_model("fmnist-gatta-toy").model.layer_kinds.items() if k == "conv"]
     assert list(rep["methods"]) == ["random"] + [f"agreement:{n}" for n in convs] and len(convs) >= 2
     assert rep["baseline"] == "road" and rep["noise"] == 0.01 and rep["n"] == 3
+    with Image.open(out / "examples.png") as im:  # test image 0 as each map's curves show it: 4 rows of 6 panels
+        assert im.size[0] > 400 and im.size[1] > 400
     assert fa.main(["--model", "fmnist-gatta-toy", "--n", "3", "--methods", "agreement:fc", "--out", str(out)]) == 2
     assert "'fc' is not a GAttA conv layer of fmnist_gatta_toy" in capsys.readouterr().err
+
+
+def test_total_gain_is_the_unscaled_mean_of_alpha_times_agreement_so_strong_layers_weigh_more(toy):
+    torch.manual_seed(2)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        t = toy.trace(x)
+    convs = [n for n, lt in t.layers.items() if lt.kind == "conv"]
+    by_hand = np.mean([gv.upsample(float(t.layers[n].alpha) * t.agreement(n).numpy(), (28, 28)) for n in convs], axis=0)
+    np.testing.assert_allclose(gv.explain_func(toy, x, [0, 1], method="total_gain")[:, 0], by_hand, rtol=1e-5, atol=1e-6)
+    # the equal-vote "gain" map scales each layer to max |.| = 1 first: a different ranking in general
+    scaled = np.mean([v for v in gv.normalize({n: gv.upsample(float(t.layers[n].alpha) * t.agreement(n)[0].numpy(), (28, 28))
+                                                 for n in convs}).values()], axis=0)
+    np.testing.assert_allclose(gv.explain_func(toy, x, [0, 1], method="gain")[0, 0], scaled, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(scaled / np.abs(scaled).max(), by_hand[0] / np.abs(by_hand[0]).max(), atol=1e-3)
+
+
+def test_perturbed_images_are_what_the_curve_scores_and_examples_print_those_probabilities(tmp_path, monkeypatch):
+    from gatta_viz import faithfulness as fa
+    from gatta_viz import figures
+
+    torch.manual_seed(3)
+    w = 0.3 * torch.randn(4, 4)
+    x = torch.rand(2, 1, 4, 4)
+    sal = np.arange(16, dtype=np.float32)[::-1].reshape(1, 4, 4).repeat(2, 0)  # raster order
+    imgs = gv.faithfulness.perturbed_images(x, sal, "deletion", [0.0, 0.25, 1.0], baseline=-1.0)
+    assert imgs.shape == (2, 3, 1, 4, 4)
+    assert torch.equal(imgs[:, 0], x)
+    assert torch.equal(imgs[:, 1, 0, 0], torch.full((2, 4), -1.0)) and torch.equal(imgs[:, 1, 0, 1:], x[:, 0, 1:])
+    assert torch.equal(imgs[:, 2], torch.full_like(x, -1.0))
+    ins = gv.faithfulness.perturbed_images(x, sal, "insertion", [0.25], baseline=-1.0)[:, 0]
+    assert torch.equal(ins[:, 0, 0], x[:, 0, 0]) and torch.equal(ins[:, 0, 1:], torch.full((2, 3, 4), -1.0))
+    model = PixelModel(w)
+    for mode in ("deletion", "insertion"):
+        for base in (0.0, "road"):
+            curve = gv.perturbation_curve(model, x, sal, 1, mode, steps=4, baseline=base, noise=0)
+            im = gv.faithfulness.perturbed_images(x, sal, mode, [0.25, 0.5, 0.75], baseline=base, noise=0)
+            p = torch.softmax(model(im.flatten(0, 1)).double(), 1)[:, 1].view(2, 3).numpy()
+            np.testing.assert_allclose(p, curve[:, 1:4], rtol=1e-7)
+    with pytest.raises(ValueError, match=r"fractions must lie in \[0, 1\]"):
+        gv.faithfulness.perturbed_images(x, sal, "deletion", [1.5])
+    titles = []
+
+    def grab(fig, path):
+        titles.append([a.get_title() for a in fig.axes])
+        return path
+
+    monkeypatch.setattr(figures, "save_figure", grab)
+    fa.plot_examples(model, x[:1], {"raster": sal[0], "flat": np.zeros((4, 4))}, 1, str(tmp_path / "e.png"),
+                     fractions=(0.25, 0.5), baseline=-1.0)
+    c_del = gv.perturbation_curve(model, x[:1], sal[:1], 1, "deletion", steps=4, baseline=-1.0)[0]
+    c_ins = gv.perturbation_curve(model, x[:1], sal[:1], 1, "insertion", steps=4, baseline=-1.0)[0]
+    assert titles[0][:4] == [f"del 25%: p={c_del[1]:.2f}", f"del 50%: p={c_del[2]:.2f}",
+                             f"ins 25%: p={c_ins[1]:.2f}", f"ins 50%: p={c_ins[2]:.2f}"]
+    assert len(titles[0]) == 8
+    figures.plt.close("all")

@@ -324,6 +324,7 @@ def test_sign_of_agreement_is_a_gauge_only_alpha_times_agreement_is_identifiable
         sign = -1.0 if name in ("conv2", "fc1") else 1.0
         assert torch.allclose(b.agreement(name), sign * a.agreement(name), atol=1e-5)
         assert torch.allclose(b.layers[name].alpha * b.agreement(name), a.layers[name].alpha * a.agreement(name), atol=1e-5)
-    gain_a = gv.explain_func(model, x, [0, 1, 2], method="gain")
-    gain_b = gv.explain_func(flipped, x, [0, 1, 2], method="gain")
-    assert abs(gain_a - gain_b).max() < 1e-4
+    for method in ("gain", "total_gain"):
+        gain_a = gv.explain_func(model, x, [0, 1, 2], method=method)
+        gain_b = gv.explain_func(flipped, x, [0, 1, 2], method=method)
+        assert abs(gain_a - gain_b).max() < 1e-4
