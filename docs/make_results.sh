@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-makes every number and figure in the README from the bundled checkpoints (offline, CPU).
-# Usage: bash docs/make_results.sh            (about 30 minutes on a 2-core CPU)
+# Usage: bash docs/make_results.sh            (about 50 minutes on a 2-core CPU)
 # Training the bundled models is separate (commands in the README); their training facts are read
 # from the checkpoints.
 set -euo pipefail
