@@ -39,5 +39,6 @@ from .interactive import class_bars, layer_slider
 from .contributions import ablation_scores, contribution_table, layer_statistics
 from .embedding import QEmbedding, collect_q_avg, embedding_figure, pca_2d, q_avg_embedding
 from .attributions import compare_with_captum, gradcam, integrated_gradients, rank_correlation, saliency
-from .faithfulness import agreement_saliency, auc, explain_func, faithfulness_report, perturbation_curve
+from .faithfulness import agreement_saliency, auc, explain_func, faithfulness_report, perturbation_curve, perturbed_images
+from .imputation import noisy_linear_impute
 from .explanation import Explanation, explain, topk

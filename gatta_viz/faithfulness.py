@@ -455,11 +455,11 @@ def run(args: argparse.Namespace) -> int:
         lm = load_model(args.checkpoint or args.model or DEFAULT_MODEL)
         if not lm.is_gatta and ({"agreement", "gain", "total_gain"} & kinds or args.per_layer):
             raise ValueError(f"model {lm.name} has no GAttA layers; drop agreement, gain, total_gain and --per-layer")
+        convs = [n for n, k in getattr(lm.model, "layer_kinds", {}).items() if k == "conv"]
         if args.per_layer:
-            methods += [f"agreement:{n}" for n, k in lm.model.layer_kinds.items() if k == "conv" and f"agreement:{n}" not in methods]
+            methods += [f"agreement:{n}" for n in convs if f"agreement:{n}" not in methods]
         for m in methods:
             method, layer = parse_method(m)
-            convs = [n for n, k in getattr(lm.model, "layer_kinds", {}).items() if k == "conv"]
             if method != "gradcam" and layer is not None and layer not in convs:
                 raise ValueError(f"{m!r}: {layer!r} is not a GAttA conv layer of {lm.name}; conv layers: {convs}")
         data = load_dataset(lm.meta.get("dataset", "fashion-mnist"), "test").subset(args.n)
@@ -480,8 +480,7 @@ def run(args: argparse.Namespace) -> int:
     plot_curves(rep, os.path.join(args.out, "faithfulness.png"))
     with torch.no_grad():
         pred0 = int(lm.model(x[:1]).argmax(1))
-    sals = {m: explain_func(lm.model, x[:1], [pred0], method=parse_method(m)[0], layer=parse_method(m)[1], seed=args.seed)[0, 0]
-            for m in methods}
+    sals = {m: explain_func(lm.model, x[:1], [pred0], *parse_method(m), seed=args.seed)[0, 0] for m in methods}
     plot_examples(lm.model, x[:1], sals, pred0, os.path.join(args.out, "examples.png"), baseline=base,
                   patch=args.patch, noise=args.noise, seed=args.seed, mean=pp["mean"], std=pp["std"])
     print(report_table(rep))

@@ -436,7 +436,7 @@ def test_perturbed_images_are_what_the_curve_scores_and_examples_print_those_pro
     w = 0.3 * torch.randn(4, 4)
     x = torch.rand(2, 1, 4, 4)
     sal = np.arange(16, dtype=np.float32)[::-1].reshape(1, 4, 4).repeat(2, 0)  # raster order
-    imgs = gv.faithfulness.perturbed_images(x, sal, "deletion", [0.0, 0.25, 1.0], baseline=-1.0)
+    imgs = gv.perturbed_images(x, sal, "deletion", [0.0, 0.25, 1.0], baseline=-1.0)
     assert imgs.shape == (2, 3, 1, 4, 4)
     assert torch.equal(imgs[:, 0], x)
     assert torch.equal(imgs[:, 1, 0, 0], torch.full((2, 4), -1.0)) and torch.equal(imgs[:, 1, 0, 1:], x[:, 0, 1:])
