@@ -51,6 +51,7 @@ def noisy_linear_impute(x: torch.Tensor, known: torch.Tensor, noise: float = 0.0
     out = x.detach().clone(memory_format=torch.contiguous_format)
     if len(unknown) == 0:
         return out
+    flat, idx = out.view(c, -1), torch.from_numpy(unknown)  # flat shares out's storage
     if not k.any():
         out.fill_(fill_if_empty)
     else:
@@ -76,10 +77,7 @@ def noisy_linear_impute(x: torch.Tensor, known: torch.Tensor, noise: float = 0.0
         # diag * x_i - sum_{unknown j} w_ij x_j = sum_{known j} w_ij v_j
         a = csr_matrix((np.concatenate([diag, *data]), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
         sol = np.asarray(spsolve(a.tocsc(), rhs)).reshape(n, c)
-        flat = out.view(c, -1)
-        flat[:, torch.from_numpy(unknown)] = torch.from_numpy(sol.T.copy()).to(out.dtype)
+        flat[:, idx] = torch.from_numpy(sol.T.copy()).to(out.dtype)
     if noise:
-        flat = out.view(c, -1)
-        idx = torch.from_numpy(unknown)
         flat[:, idx] += noise * torch.randn(c, len(unknown), generator=generator, dtype=out.dtype)
     return out
