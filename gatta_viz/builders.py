@@ -80,12 +80,13 @@ def gatta_compact_resnet(
     alpha_init: float = 0.0,
     freeze_backbone: bool = False,
     keys_from: str = "pass1",
+    norm_stats: str = "per_pass",
 ) -> GAttANet:
     """Compact ResNet with GAttA on every stage and the class layer (default layers)."""
     backbone = CompactResNet(in_channels, num_classes, tuple(widths), tuple(blocks))
     if layers is None:
         layers = [f"layer{i + 1}" for i in range(len(widths))] + ["fc"]
-    return GAttANet(backbone, layers, (in_channels, *_size2(input_size)), d, alpha_init, freeze_backbone, keys_from)
+    return GAttANet(backbone, layers, (in_channels, *_size2(input_size)), d, alpha_init, freeze_backbone, keys_from, norm_stats)
 
 
 @_register
@@ -106,11 +107,12 @@ def gatta_toy(
     alpha_init: float = 0.0,
     freeze_backbone: bool = False,
     keys_from: str = "pass1",
+    norm_stats: str = "per_pass",
 ) -> GAttANet:
     """The paper's toy model: GAttA on conv1..conv3, fc1 and the class units fc2, d = 16."""
     backbone = ToyCNN(in_channels, num_classes, tuple(widths), hidden)
     layers = list(layers) if layers is not None else ["conv1", "conv2", "conv3", "fc1", "fc2"]
-    return GAttANet(backbone, layers, (in_channels, *_size2(input_size)), d, alpha_init, freeze_backbone, keys_from)
+    return GAttANet(backbone, layers, (in_channels, *_size2(input_size)), d, alpha_init, freeze_backbone, keys_from, norm_stats)
 
 
 def _load_state_file(path: str) -> dict:
@@ -180,7 +182,7 @@ def resnet(
 RESNET_LAYERS = ["layer1", "layer2", "layer3", "layer4", "fc"]
 
 
-def _gatta_resnet(arch: str, weights, num_classes, in_channels, input_size, d, layers, alpha_init, freeze_backbone, keys_from) -> GAttANet:
+def _gatta_resnet(arch: str, weights, num_classes, in_channels, input_size, d, layers, alpha_init, freeze_backbone, keys_from, norm_stats) -> GAttANet:
     backbone = resnet(arch, weights, num_classes, in_channels, input_size)
     return GAttANet(
         backbone,
@@ -190,6 +192,7 @@ def _gatta_resnet(arch: str, weights, num_classes, in_channels, input_size, d, l
         alpha_init,
         freeze_backbone,
         keys_from,
+        norm_stats,
     )
 
 
@@ -204,8 +207,11 @@ def _make_gatta_resnet(arch: str) -> Callable[..., GAttANet]:
         alpha_init: float = 0.0,
         freeze_backbone: bool = False,
         keys_from: str = "pass1",
+        norm_stats: str = "per_pass",
     ) -> GAttANet:
-        return _gatta_resnet(arch, weights, num_classes, in_channels, input_size, d, layers, alpha_init, freeze_backbone, keys_from)
+        return _gatta_resnet(
+            arch, weights, num_classes, in_channels, input_size, d, layers, alpha_init, freeze_backbone, keys_from, norm_stats
+        )
 
     builder.__name__ = f"gatta_{arch}"
     builder.__qualname__ = builder.__name__
@@ -213,7 +219,7 @@ def _make_gatta_resnet(arch: str) -> Callable[..., GAttANet]:
         f"GAttA-enabled torchvision {arch} (layers layer1..layer4 and fc by default, d = 64).\n\n"
         "Args:\n    weights: None, a torchvision weights name ('IMAGENET1K_V1', 'DEFAULT'; needs a network)\n"
         "        or a local state-dict path.\n    num_classes, in_channels, input_size, d, layers, alpha_init,\n"
-        "    freeze_backbone, keys_from: see GAttANet.\nReturns:\n    A GAttANet."
+        "    freeze_backbone, keys_from, norm_stats: see GAttANet.\nReturns:\n    A GAttANet."
     )
     return _register(builder)
 

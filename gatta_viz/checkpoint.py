@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .builders import BUILDERS, build_model
+from .pass_statistics import SharedStatisticsError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "gatta_viz.checkpoint/1"
+_GATTA_BUILDERS = {n for n in BUILDERS if n.startswith("gatta_")}
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 BUNDLED = {
     "fmnist-gatta-resnet": "fmnist_gatta_resnet.pt",
@@ -139,31 +141,53 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
     return obj
 
 
-def load_checkpoint(path: str, device: str | torch.device = "cpu") -> LoadedModel:
+def load_checkpoint(
+    path: str, device: str | torch.device = "cpu", norm_stats: Optional[str] = None, recalibrating: bool = False
+) -> LoadedModel:
     """Rebuild a model from a checkpoint file alone.
 
     Args:
         path: checkpoint path.
         device: where to put the model.
+        norm_stats: override the checkpoint's BatchNorm-statistics mode of a GAttA model: ``"shared"``
+            loads a checkpoint saved before per-pass statistics as it was (both passes normalised with
+            one blended estimate). None: as the checkpoint says (``"per_pass"`` when it says nothing).
+        recalibrating: build with per-pass statistics and accept a file without pass 2's statistics
+            (they start as copies of pass 1's); only for re-estimating them (``gatta-viz recalibrate``).
     Returns:
         A :class:`LoadedModel` whose model is in eval mode.
     Raises:
         FileNotFoundError, ValueError: see :func:`read_checkpoint`; ValueError also when
-            the weights do not fit the architecture.
+            the weights do not fit the architecture. SharedStatisticsError (a ValueError) when a
+            checkpoint with one set of BatchNorm statistics for both passes is loaded as per-pass.
     """
     obj = read_checkpoint(path)
     kwargs = dict(obj["kwargs"])
     kwargs.pop("weights", None)  # never download when rebuilding: the file holds the weights
+    if recalibrating:
+        norm_stats = "per_pass"
+    if norm_stats is not None and obj["builder"] in _GATTA_BUILDERS:
+        kwargs["norm_stats"] = norm_stats
     model = build_model(obj["builder"], **kwargs)
     try:
         result = model.load_state_dict(obj["state_dict"], strict=False)
     except RuntimeError as e:  # shape mismatches
         raise ValueError(f"checkpoint {path} does not fit builder {obj['builder']}: {str(e)[:300]}") from e
-    if result.missing_keys or result.unexpected_keys:
+    missing_pass2 = [k for k in result.missing_keys if k.startswith("pass2_stats.")]
+    missing = [k for k in result.missing_keys if k not in missing_pass2]
+    if missing or result.unexpected_keys:
         raise ValueError(
-            f"checkpoint {path} does not fit builder {obj['builder']}: missing {result.missing_keys[:5]}, "
+            f"checkpoint {path} does not fit builder {obj['builder']}: missing {missing[:5]}, "
             f"unexpected {result.unexpected_keys[:5]}"
         )
+    if missing_pass2:
+        if not recalibrating:
+            raise SharedStatisticsError(
+                f"checkpoint {path} holds one set of BatchNorm statistics for both passes (saved before per-pass "
+                "statistics), which blends pass 1's and pass 2's. Re-estimate each pass's own with "
+                f"`gatta-viz recalibrate {path} NEW.pt`, or load it as it was with norm_stats='shared'."
+            )
+        model.pass2_stats.copy_from_pass1(dict(model.backbone.named_modules()))
     model.to(device).eval()
     return LoadedModel(model, obj["builder"], kwargs, list(obj["classes"]), dict(obj["preprocess"]), dict(obj.get("meta", {})), path)
 
@@ -175,14 +199,17 @@ def bundled_path(name: str) -> str:
     return os.path.join(WEIGHTS_DIR, BUNDLED[name])
 
 
-def load_model(name_or_path: str = DEFAULT_MODEL, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(
+    name_or_path: str = DEFAULT_MODEL, device: str | torch.device = "cpu", norm_stats: Optional[str] = None
+) -> LoadedModel:
     """Load a bundled model by name or any checkpoint by path.
 
     Args:
         name_or_path: a key of ``BUNDLED`` (default ``"fmnist-gatta-resnet"``) or a file path.
         device: target device.
+        norm_stats: see :func:`load_checkpoint`.
     Returns:
         A :class:`LoadedModel`.
     """
     path = bundled_path(name_or_path) if name_or_path in BUNDLED else name_or_path
-    return load_checkpoint(path, device)
+    return load_checkpoint(path, device, norm_stats)

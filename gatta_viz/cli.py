@@ -10,6 +10,7 @@ from typing import List, Optional
 COMMANDS = {
     "demo": ("gatta_viz.demo", "trace the bundled default model on sample images and save figures (the main job)"),
     "train": ("gatta_viz.train", "train a GAttA model or its baseline"),
+    "recalibrate": ("gatta_viz.recalibrate", "re-estimate BatchNorm statistics of a checkpoint, each pass its own"),
     "export": ("gatta_viz.export", "strip a run's checkpoint of its resume state, to ship or bundle it"),
     "evaluate": ("gatta_viz.evaluate", "accuracy, noise robustness and pass-1 vs pass-2 changes of checkpoints"),
     "explain": ("gatta_viz.explain_cli", "write figures, overlays, raw maps and a JSON summary per image"),

@@ -27,7 +27,7 @@ from .wrapper import temporarily_eval
 
 __all__ = ["baseline_of", "model_kwargs", "accuracy", "train", "build_parser", "run", "main"]
 
-GATTA_ONLY = ("d", "layers", "alpha_init", "freeze_backbone", "keys_from")
+GATTA_ONLY = ("d", "layers", "alpha_init", "freeze_backbone", "keys_from", "norm_stats")
 BASELINES = {"gatta_compact_resnet": "compact_resnet", "gatta_toy": "toy_cnn"}
 
 
@@ -58,6 +58,7 @@ def model_kwargs(args: argparse.Namespace, data: ImageData) -> Dict[str, Any]:
             kw["layers"] = list(args.layers)
         kw["alpha_init"] = args.alpha_init
         kw["freeze_backbone"] = args.freeze_backbone
+        kw["norm_stats"] = args.norm_stats
     return kw
 
 
@@ -292,6 +293,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--blocks", type=int, nargs="+", default=None)
     p.add_argument("--alpha-init", type=float, default=0.0)
     p.add_argument("--freeze-backbone", action="store_true")
+    p.add_argument("--norm-stats", choices=("per_pass", "shared"), default="per_pass",
+                   help="BatchNorm running statistics per pass (default) or one blended set (ablation)")
     p.add_argument("--detach-pass1", action="store_true",
                    help="no backprop through pass 1 (K, Q, alpha still learn; ~1/3 cheaper per step)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if present")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .mechanism import ConvKeyQuery, DenseKeyQuery, agreement, global_query, modulate
+from .pass_statistics import NORM_STATS, PassStatistics, is_batchnorm
 from .prefix_reuse import PrefixReuse
 from .trace import GAttATrace, LayerTrace
 
@@ -74,6 +75,11 @@ class GAttANet(nn.Module):
         keys_from: ``"pass1"`` (default; agreement maps depend on pass 1 only) or
             ``"pass2"`` (each layer's keys come from its pass-2 input, after the
             layers below it were modulated; q_avg always comes from pass 1).
+        norm_stats: ``"per_pass"`` (default): every BatchNorm whose input differs between the
+            passes (those after the first GAttA layer) keeps running statistics for pass 1 (its own
+            buffers) and for pass 2 (``pass2_stats``); train mode normalises with batch statistics
+            as usual, eval mode with that pass's own. ``"shared"``: one set for both passes,
+            which then holds a blend of the two (kept for ablations and old checkpoints).
 
     Raises:
         ValueError: unknown layer name, d <= 0, bad input_shape, a layer whose
@@ -89,12 +95,15 @@ class GAttANet(nn.Module):
         alpha_init: float = 0.0,
         freeze_backbone: bool = False,
         keys_from: str = "pass1",
+        norm_stats: str = "per_pass",
     ) -> None:
         super().__init__()
         if not isinstance(d, int) or isinstance(d, bool) or d <= 0:
             raise ValueError(f"d (key/query dimension) must be a positive integer, got {d!r}")
         if keys_from not in KEYS_FROM:
             raise ValueError(f"keys_from must be one of {KEYS_FROM}, got {keys_from!r}")
+        if norm_stats not in NORM_STATS:
+            raise ValueError(f"norm_stats must be one of {NORM_STATS}, got {norm_stats!r}")
         if isinstance(layers, str):
             layers = [layers]
         layers = list(layers)
@@ -123,7 +132,7 @@ class GAttANet(nn.Module):
         # Outputs are identical either way; it only changes which gradients exist.
         self.detach_pass1 = False
 
-        shapes = self._probe_shapes(layers, input_shape)
+        shapes, after_first = self._probe_shapes(layers, input_shape)
         self.layer_names: List[str] = sorted(layers, key=lambda n: shapes[n][0])
         self.layer_kinds: Dict[str, str] = {}
         self.kq = nn.ModuleDict()
@@ -145,6 +154,9 @@ class GAttANet(nn.Module):
             self.layer_kinds[name] = kind
             self.kq[key] = mod
             self.alpha[key] = nn.Parameter(torch.tensor(float(alpha_init)))
+        self.norm_stats = norm_stats
+        # pass 2's BatchNorm statistics, for the BatchNorms whose input pass 2 changes
+        self.pass2_stats = PassStatistics({n: named[n] for n in after_first} if norm_stats == "per_pass" else {})
         if freeze_backbone:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
@@ -154,14 +166,35 @@ class GAttANet(nn.Module):
         self._prefix = PrefixReuse()
 
     # ------------------------------------------------------------------ setup
-    def _probe_shapes(self, layers: Sequence[str], input_shape: Tuple[int, int, int]) -> Dict[str, Tuple[int, torch.Size]]:
-        """Run the backbone once in eval mode on zeros; return name -> (call order, output shape)."""
+    def _probe_shapes(
+        self, layers: Sequence[str], input_shape: Tuple[int, int, int]
+    ) -> Tuple[Dict[str, Tuple[int, torch.Size]], List[str]]:
+        """Run the backbone once in eval mode on zeros.
+
+        Returns:
+            name -> (call order, output shape) for each layer, and the names of the BatchNorm layers
+            that run after the first GAttA layer has finished (their input differs between passes).
+        """
         named = dict(self.backbone.named_modules())
         seen: Dict[str, List] = {n: [] for n in layers}
+        bns = {n: m for n, m in named.items() if n and is_batchnorm(m)}
+        bn_done: Dict[str, List[int]] = {n: [] for n in bns}
         counter = [0]
 
+        def bn_hook(name: str):
+            def hook(_m, _i, _out):
+                bn_done[name].append(counter[0])
+                counter[0] += 1
+
+            return hook
+
         def make_hook(name: str):
+            if name not in seen:
+                return bn_hook(name)
+
             def hook(_m, _i, out):
+                if name in bn_done:  # a BatchNorm chosen as a GAttA layer
+                    bn_done[name].append(counter[0])
                 if not torch.is_tensor(out):
                     raise ValueError(f"layer {name!r} returns {type(out).__name__}, not a tensor")
                 seen[name].append((counter[0], out.shape))
@@ -175,7 +208,8 @@ class GAttANet(nn.Module):
         except StopIteration:
             device, dtype = torch.device("cpu"), torch.float32
         x = torch.zeros((2, *input_shape), device=device, dtype=dtype)
-        with temporarily_eval(self.backbone), torch.no_grad(), forward_hooks({n: named[n] for n in layers}, make_hook):
+        hooked = {**{n: named[n] for n in layers}, **bns}
+        with temporarily_eval(self.backbone), torch.no_grad(), forward_hooks(hooked, make_hook):
             try:
                 self.backbone(x)
             except ValueError:
@@ -190,7 +224,9 @@ class GAttANet(nn.Module):
                     "runs exactly once (name its parent or a distinct module instead)"
                 )
             out[name] = calls[0]
-        return out
+        first_done = min(order for order, _ in out.values())
+        after_first = [n for n, done in bn_done.items() if done and max(done) > first_done]
+        return out, after_first
 
     # --------------------------------------------------------------- accessors
     def kq_of(self, name: str) -> nn.Module:
@@ -298,7 +334,8 @@ class GAttANet(nn.Module):
 
             return hook
 
-        with self._prefix.replay(named, plan, rec) if plan else contextlib.nullcontext(), forward_hooks(modules, pass2_hook):
+        replay = self._prefix.replay(named, plan, rec) if plan else contextlib.nullcontext()
+        with replay, self.pass2_stats.active(named), forward_hooks(modules, pass2_hook):
             logits2 = self.backbone(x)
 
         layers = {
@@ -352,4 +389,5 @@ class GAttANet(nn.Module):
             "input_shape": list(self.input_shape),
             "keys_from": self.keys_from,
             "freeze_backbone": self.freeze_backbone,
+            "norm_stats": self.norm_stats,
         }

@@ -1,0 +1,135 @@
+"""``gatta-viz recalibrate``: re-estimate BatchNorm running statistics on training data (each pass its own).
+
+For checkpoints saved with one set of BatchNorm statistics for both passes: the model is rebuilt with
+per-pass statistics and every running estimate is recomputed as the plain average of batch
+statistics over training batches, in train mode and without gradients, as SWA's ``bn_update`` does.
+Weights, keys, queries and alphas are not changed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import ImageData, augment_batch, load_dataset
+from .pass_statistics import is_batchnorm
+
+__all__ = ["recalibrate_statistics", "recalibrate_checkpoint", "build_parser", "run"]
+
+
+@torch.no_grad()
+def recalibrate_statistics(
+    model: nn.Module,
+    data: ImageData,
+    images: int = 10240,
+    batch_size: int = 128,
+    augment: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+) -> int:
+    """Recompute every BatchNorm running estimate of ``model`` (pass 2's too) on ``data``.
+
+    Each estimate becomes the average of the batch statistics over the batches seen (momentum None).
+    The model's train/eval flags and BatchNorm momenta are restored afterwards.
+
+    Args:
+        model: a GAttA model or a plain CNN.
+        data: training images (uint8) with their normalisation.
+        images: how many images to use (the first ``images`` of a seeded permutation).
+        batch_size: images per batch (batch statistics depend on it; use the training batch size).
+        augment: apply the training augmentation (2-pixel shifts, flips) as training did.
+        seed: seeds the permutation and the augmentation.
+        progress: show a tqdm bar.
+    Returns:
+        The number of batches used.
+    """
+    if images <= 0 or batch_size <= 0:
+        raise ValueError(f"images and batch_size must be positive, got {images} and {batch_size}")
+    bns = [m for m in model.modules() if is_batchnorm(m)]
+    if not bns:
+        return 0
+    flags = [(m, m.training) for m in model.modules()]
+    momenta = [(m, m.momentum) for m in bns]
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(data), generator=g)[:images]
+    device = next(model.parameters()).device
+    try:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        pass2 = getattr(model, "pass2_stats", None)
+        if pass2 is not None:
+            for st in pass2.stats.values():
+                st.running_mean.zero_()
+                st.running_var.fill_(1)
+                st.num_batches_tracked.zero_()
+        model.train()
+        batches = range(0, len(perm), batch_size)
+        for i in tqdm(batches, desc="recalibrating BatchNorm statistics", disable=not progress):
+            x = data.normalize(data.images[perm[i : i + batch_size]])
+            if augment:
+                x = augment_batch(x, generator=g)
+            model(x.to(device))
+    finally:
+        for m, mom in momenta:
+            m.momentum = mom
+        for m, flag in flags:
+            m.training = flag
+    return len(batches)
+
+
+def recalibrate_checkpoint(
+    src: str, dst: str, dataset: str = "fashion-mnist", data_root: Optional[str] = None, **kwargs
+) -> Dict[str, object]:
+    """Load ``src`` with per-pass statistics, re-estimate them on the training split, write ``dst``.
+
+    Args:
+        src: a gatta_viz checkpoint (statistics shared or per pass).
+        dst: destination path.
+        dataset, data_root: the training data (as for ``gatta-viz train``).
+        **kwargs: passed to :func:`recalibrate_statistics` (images, batch_size, augment, seed).
+    Returns:
+        What was done (written into the new checkpoint's meta under ``"recalibrated"``).
+    """
+    lm = load_checkpoint(src, recalibrating=True)
+    data = load_dataset(dataset, "train", data_root)
+    batches = recalibrate_statistics(lm.model, data, **kwargs)
+    info = {"from": src, "dataset": data.name, "batches": batches, **{k: v for k, v in kwargs.items() if k != "progress"}}
+    meta = {**lm.meta, "recalibrated": info}
+    save_checkpoint(dst, lm.model, lm.builder, lm.kwargs, lm.classes, lm.preprocess, meta)
+    return info
+
+
+def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``gatta-viz recalibrate``."""
+    p.add_argument("src", help="checkpoint to recalibrate (e.g. one saved with shared BatchNorm statistics)")
+    p.add_argument("dst", help="where to write the recalibrated checkpoint")
+    p.add_argument("--dataset", default="fashion-mnist", help="training data (default: %(default)s)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--images", type=int, default=10240, help="training images to average over (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=128, help="as in training (default: %(default)s)")
+    p.add_argument("--no-augment", action="store_true", help="use the images without the training augmentation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``gatta-viz recalibrate``; returns the exit code (2 with a message on bad input)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        info = recalibrate_checkpoint(
+            args.src, args.dst, args.dataset, args.data_root,
+            images=args.images, batch_size=args.batch_size, augment=not args.no_augment, seed=args.seed,
+        )
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.dst} (statistics from {info['batches']} batches of {info['dataset']})")
+    return 0
