@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import gatta_viz as gv
+from gatta_viz.data.preprocess import IMAGE_EXTENSIONS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_UPLOAD_MB = 10
@@ -39,7 +40,7 @@ def list_samples(folder: Optional[str] = None) -> List[str]:
     out = []
     for root, _, names in os.walk(folder):
         for n in names:
-            if n.lower().endswith(gv.preprocess.IMAGE_EXTENSIONS):
+            if n.lower().endswith(IMAGE_EXTENSIONS):
                 out.append(os.path.relpath(os.path.join(root, n), folder))
     return sorted(out)
 
@@ -119,7 +120,7 @@ def conv_layers(lm: gv.LoadedModel) -> List[str]:
 
 
 def _png(fig) -> bytes:
-    from gatta_viz.figures import plt
+    from gatta_viz.analysis.figures import plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

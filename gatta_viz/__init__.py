@@ -1,44 +1,71 @@
-"""gatta_viz: GAttANet models and tools to see what their global attention agreement does."""
-from .mechanism import ConvKeyQuery, DenseKeyQuery, agreement, global_query, modulate
-from .trace import GAttATrace, LayerTrace
-from .wrapper import GAttANet, forward_hooks, temporarily_eval
-from .backbones import CompactResNet, ToyCNN
-from .builders import (
-    BUILDERS,
-    build_model,
-    compact_resnet,
-    gatta_compact_resnet,
-    gatta_resnet18,
-    gatta_resnet34,
-    gatta_resnet50,
-    gatta_toy,
-    resnet,
-    toy_cnn,
-)
-from .checkpoint import (
-    BUNDLED,
-    DEFAULT_MODEL,
-    LoadedModel,
-    bundled_path,
-    load_checkpoint,
-    load_model,
-    read_checkpoint,
-    save_checkpoint,
-)
-from .export import export_checkpoint
-from .data import ImageData, load_dataset, load_fashion_mnist
-from .preprocess import ImageError, PreparedImage, load_image, prepare_image, to_model_input
+"""gatta_viz: GAttANet models and tools to see what their global attention agreement does.
+
+The package is laid out by job, and dependencies point one way (a test checks it)::
+
+    core      the mechanism's equations, the two-pass network wrapper, traces (torch only)
+    models    backbones, builders, checkpoints, the bundled weights
+    data      datasets, image decoding and preprocessing
+    training  train, evaluate, export, recalibrate
+    analysis  heatmaps, overlays, figures, plotly views, contributions, embeddings, captum attributions
+    metrics   faithfulness (deletion/insertion, ROAD) and imputation
+    cli       the ``gatta-viz`` command, a module per sub-command
+
+Every public name is available here (``gv.load_model``, ``gv.fig3``...); each is imported on first use,
+so ``import gatta_viz`` does not load torch, matplotlib or captum until a name that needs them is used.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, List
 
 __version__ = "0.1.0"
 
-# --- analysis API ---
-from .heatmaps import conv_heatmaps, normalize, upsample
-from .overlays import colorize, overlay, to_rgb_array
-from .figures import alpha_bars, fig3, image_for_display, save_figure
-from .interactive import class_bars, layer_slider
-from .contributions import ablation_scores, contribution_table, layer_statistics
-from .embedding import QEmbedding, collect_q_avg, embedding_figure, pca_2d, q_avg_embedding
-from .attributions import compare_with_captum, gradcam, integrated_gradients, rank_correlation, saliency
-from .faithfulness import agreement_saliency, auc, explain_func, faithfulness_report, perturbation_curve, perturbed_images
-from .imputation import noisy_linear_impute
-from .explanation import Explanation, explain, topk
+# module (relative to this package) -> the public names it provides
+_EXPORTS: Dict[str, List[str]] = {
+    "core.mechanism": ["ConvKeyQuery", "DenseKeyQuery", "agreement", "global_query", "modulate"],
+    "core.trace": ["GAttATrace", "LayerTrace"],
+    "core.network": ["GAttANet"],
+    "core.hooks": ["forward_hooks", "temporarily_eval"],
+    "core.pass_statistics": ["PassStatistics", "SharedStatisticsError"],
+    "models.backbones": ["CompactResNet", "ToyCNN"],
+    "models.builders": [
+        "BUILDERS", "build_model", "compact_resnet", "gatta_compact_resnet", "gatta_resnet18", "gatta_resnet34",
+        "gatta_resnet50", "gatta_toy", "resnet", "toy_cnn",
+    ],
+    "models.checkpoint": [
+        "BUNDLED", "DEFAULT_MODEL", "LoadedModel", "bundled_path", "load_checkpoint", "load_model", "read_checkpoint",
+        "save_checkpoint",
+    ],
+    "data.datasets": ["ImageData", "load_dataset", "load_fashion_mnist"],
+    "data.preprocess": ["ImageError", "PreparedImage", "load_image", "prepare_image", "to_model_input"],
+    "training.export": ["export_checkpoint"],
+    "training.recalibrate": ["recalibrate_checkpoint", "recalibrate_statistics"],
+    "analysis.heatmaps": ["conv_heatmaps", "normalize", "upsample"],
+    "analysis.overlays": ["colorize", "overlay", "to_rgb_array"],
+    "analysis.figures": ["alpha_bars", "fig3", "image_for_display", "save_figure"],
+    "analysis.interactive": ["class_bars", "layer_slider"],
+    "analysis.contributions": ["ablation_scores", "contribution_table", "layer_statistics"],
+    "analysis.embedding": ["QEmbedding", "collect_q_avg", "embedding_figure", "pca_2d", "q_avg_embedding"],
+    "analysis.attributions": ["compare_with_captum", "gradcam", "integrated_gradients", "rank_correlation", "saliency"],
+    "analysis.explanation": ["Explanation", "explain", "topk"],
+    "metrics.faithfulness": [
+        "agreement_saliency", "auc", "explain_func", "faithfulness_report", "perturbation_curve", "perturbed_images",
+    ],
+    "metrics.imputation": ["noisy_linear_impute"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that provides ``name`` on first use (PEP 562)."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gatta_viz' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -6,6 +6,7 @@ from PIL import Image
 from torch import nn
 
 import gatta_viz as gv
+from gatta_viz.metrics import faithfulness as fa
 
 
 @pytest.fixture(scope="module")
@@ -236,8 +237,8 @@ def test_patch_must_be_a_positive_int(patch):
 
 
 def test_faithfulness_report_passes_patch_through_and_labels_the_plot(tmp_path, monkeypatch):
-    from gatta_viz import faithfulness as fa
-    from gatta_viz import figures
+    from gatta_viz.analysis import metric_plots
+    from gatta_viz.cli import faithfulness as fa_cli
 
     torch.manual_seed(0)
     w = torch.randn(6, 6)
@@ -250,17 +251,17 @@ def test_faithfulness_report_passes_patch_through_and_labels_the_plot(tmp_path, 
         c = gv.perturbation_curve(PixelModel(w), x, sal, pred, mode, steps=5, patch=3)
         np.testing.assert_allclose(rep["methods"]["random"][f"{mode}_curve"], c.mean(0), rtol=1e-12)
         assert rep["methods"]["random"][f"{mode}_auc"] == pytest.approx(float(gv.auc(c).mean()))
-    assert fa.build_parser().parse_args([]).patch == 1 and fa.build_parser().parse_args(["--patch", "4"]).patch == 4
+    assert fa_cli.build_parser().parse_args([]).patch == 1 and fa_cli.build_parser().parse_args(["--patch", "4"]).patch == 4
     labels = []
-    monkeypatch.setattr(figures, "save_figure", lambda fig, path: labels.append([a.get_xlabel() for a in fig.axes]) or path)
-    fa.plot_curves(rep, str(tmp_path / "f.png"))
-    fa.plot_curves({**rep, "patch": 1}, str(tmp_path / "g.png"))
+    monkeypatch.setattr(metric_plots, "save_figure", lambda fig, path: labels.append([a.get_xlabel() for a in fig.axes]) or path)
+    metric_plots.plot_curves(rep, str(tmp_path / "f.png"))
+    metric_plots.plot_curves({**rep, "patch": 1}, str(tmp_path / "g.png"))
     del rep["patch"]
-    fa.plot_curves(rep, str(tmp_path / "h.png"))
+    metric_plots.plot_curves(rep, str(tmp_path / "h.png"))
     assert labels == [["fraction of 3x3 regions deleted", "fraction of 3x3 regions inserted"],
                       ["fraction of pixels deleted", "fraction of pixels inserted"],
                       ["fraction of pixels deleted", "fraction of pixels inserted"]]
-    figures.plt.close("all")
+    metric_plots.plt.close("all")
 
 
 def test_auc_trapezoid_by_hand():
@@ -357,7 +358,7 @@ def test_road_fill_hides_the_mask_of_a_constant_image_and_only_the_empty_image_m
 
 
 def test_road_curve_uses_the_imputed_image_step_by_step():
-    from gatta_viz.imputation import noisy_linear_impute
+    from gatta_viz.metrics.imputation import noisy_linear_impute
 
     torch.manual_seed(1)
     w = torch.randn(5, 5)
@@ -386,11 +387,11 @@ def test_report_pairs_every_map_with_random_and_takes_one_layer_maps(toy):
         assert r[f"{mode}_minus_random"] == pytest.approx(d.mean())
         assert r[f"{mode}_minus_random_se"] == pytest.approx(d.std(ddof=1) / 2)
     assert "deletion_minus_random" not in rep["methods"]["random"]
-    table = gv.faithfulness.report_table(rep)
+    table = fa.report_table(rep)
     assert "insertion - random (paired)" in table and f"{rep['methods']['agreement:conv2']['deletion_minus_random']:+.3f}" in table
-    assert gv.faithfulness.parse_method("gradcam:layer3") == ("gradcam", "layer3")
+    assert fa.parse_method("gradcam:layer3") == ("gradcam", "layer3")
     with pytest.raises(ValueError, match="only agreement, gain and gradcam take a layer"):
-        gv.faithfulness.parse_method("random:conv1")
+        fa.parse_method("random:conv1")
     with pytest.raises(ValueError, match="unknown method 'magic'"):
         gv.faithfulness_report(toy, x, methods=("magic",), steps=4)
 
@@ -398,7 +399,7 @@ def test_report_pairs_every_map_with_random_and_takes_one_layer_maps(toy):
 def test_faithfulness_cli_per_layer_road_on_the_bundled_toy(tmp_path, capsys):
     import json
 
-    from gatta_viz import faithfulness as fa
+    from gatta_viz.cli import faithfulness as fa
 
     out = tmp_path / "f"
     assert fa.main(["--model", "fmnist-gatta-toy", "--n", "3", "--steps", "4", "--methods", "random", "--per-layer",
@@ -429,8 +430,7 @@ def test_total_gain_is_the_unscaled_mean_of_alpha_times_agreement_so_strong_laye
 
 
 def test_perturbed_images_are_what_the_curve_scores_and_examples_print_those_probabilities(tmp_path, monkeypatch):
-    from gatta_viz import faithfulness as fa
-    from gatta_viz import figures
+    from gatta_viz.analysis import metric_plots
 
     torch.manual_seed(3)
     w = 0.3 * torch.randn(4, 4)
@@ -441,29 +441,29 @@ def test_perturbed_images_are_what_the_curve_scores_and_examples_print_those_pro
     assert torch.equal(imgs[:, 0], x)
     assert torch.equal(imgs[:, 1, 0, 0], torch.full((2, 4), -1.0)) and torch.equal(imgs[:, 1, 0, 1:], x[:, 0, 1:])
     assert torch.equal(imgs[:, 2], torch.full_like(x, -1.0))
-    ins = gv.faithfulness.perturbed_images(x, sal, "insertion", [0.25], baseline=-1.0)[:, 0]
+    ins = fa.perturbed_images(x, sal, "insertion", [0.25], baseline=-1.0)[:, 0]
     assert torch.equal(ins[:, 0, 0], x[:, 0, 0]) and torch.equal(ins[:, 0, 1:], torch.full((2, 3, 4), -1.0))
     model = PixelModel(w)
     for mode in ("deletion", "insertion"):
         for base in (0.0, "road"):
             curve = gv.perturbation_curve(model, x, sal, 1, mode, steps=4, baseline=base, noise=0)
-            im = gv.faithfulness.perturbed_images(x, sal, mode, [0.25, 0.5, 0.75], baseline=base, noise=0)
+            im = fa.perturbed_images(x, sal, mode, [0.25, 0.5, 0.75], baseline=base, noise=0)
             p = torch.softmax(model(im.flatten(0, 1)).double(), 1)[:, 1].view(2, 3).numpy()
             np.testing.assert_allclose(p, curve[:, 1:4], rtol=1e-7)
     with pytest.raises(ValueError, match=r"fractions must lie in \[0, 1\]"):
-        gv.faithfulness.perturbed_images(x, sal, "deletion", [1.5])
+        fa.perturbed_images(x, sal, "deletion", [1.5])
     titles = []
 
     def grab(fig, path):
         titles.append([a.get_title() for a in fig.axes])
         return path
 
-    monkeypatch.setattr(figures, "save_figure", grab)
-    fa.plot_examples(model, x[:1], {"raster": sal[0], "flat": np.zeros((4, 4))}, 1, str(tmp_path / "e.png"),
-                     fractions=(0.25, 0.5), baseline=-1.0)
+    monkeypatch.setattr(metric_plots, "save_figure", grab)
+    panels = fa.example_panels(model, x[:1], {"raster": sal[0], "flat": np.zeros((4, 4))}, 1, fractions=(0.25, 0.5), baseline=-1.0)
+    metric_plots.plot_image_grid(panels, str(tmp_path / "e.png"))
     c_del = gv.perturbation_curve(model, x[:1], sal[:1], 1, "deletion", steps=4, baseline=-1.0)[0]
     c_ins = gv.perturbation_curve(model, x[:1], sal[:1], 1, "insertion", steps=4, baseline=-1.0)[0]
     assert titles[0][:4] == [f"del 25%: p={c_del[1]:.2f}", f"del 50%: p={c_del[2]:.2f}",
                              f"ins 25%: p={c_ins[1]:.2f}", f"ins 50%: p={c_ins[2]:.2f}"]
     assert len(titles[0]) == 8
-    figures.plt.close("all")
+    metric_plots.plt.close("all")

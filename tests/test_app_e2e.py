@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from gatta_viz.app_launcher import app_command
+from gatta_viz.cli.app import app_command
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,6 +5,8 @@ import pytest
 import torch
 
 import gatta_viz as gv
+from gatta_viz.data.datasets import FASHION_MNIST_CLASSES
+from gatta_viz.models.checkpoint import CHECKPOINT_FORMAT
 
 
 @pytest.mark.parametrize("name", sorted(gv.BUNDLED))
@@ -12,9 +14,9 @@ def test_bundled_checkpoint_loads_from_file_alone_and_is_small(name):
     path = gv.bundled_path(name)
     assert os.path.getsize(path) < 10 * 1024 * 1024
     raw = torch.load(path, map_location="cpu", weights_only=True)  # plain data only
-    assert raw["format"] == gv.checkpoint.CHECKPOINT_FORMAT and "train_state" not in raw
+    assert raw["format"] == CHECKPOINT_FORMAT and "train_state" not in raw
     lm = gv.load_model(name)
-    assert lm.classes == gv.data.FASHION_MNIST_CLASSES
+    assert lm.classes == FASHION_MNIST_CLASSES
     assert lm.preprocess == {"size": [28, 28], "channels": 1, "mean": [0.286], "std": [0.353], "background": "dark"}
     assert lm.is_gatta == ("gatta" in name)
     assert not lm.model.training

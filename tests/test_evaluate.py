@@ -6,7 +6,7 @@ import torch
 
 import gatta_viz as gv
 from gatta_viz.cli import main
-from gatta_viz.evaluate import evaluate_model
+from gatta_viz.training.evaluate import evaluate_model
 
 
 @pytest.fixture(scope="module")

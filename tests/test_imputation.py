@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from gatta_viz.imputation import NEIGHBOUR_WEIGHTS, noisy_linear_impute
+from gatta_viz.metrics.imputation import NEIGHBOUR_WEIGHTS, noisy_linear_impute
 
 
 def ramp(c=2, h=7, w=9):

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import gatta_viz as gv
-from gatta_viz.pass_statistics import PassStatistics, SharedStatisticsError, is_batchnorm
-from gatta_viz.recalibrate import recalibrate_checkpoint, recalibrate_statistics
+from gatta_viz.core.pass_statistics import PassStatistics, SharedStatisticsError, is_batchnorm
+from gatta_viz.training.recalibrate import recalibrate_checkpoint, recalibrate_statistics
 
 
 def small_resnet(**kw):

@@ -9,14 +9,16 @@ import pytest
 import torch
 
 import gatta_viz as gv
-from gatta_viz import train as train_mod
+from gatta_viz.cli import train as train_cli
+from gatta_viz.models.checkpoint import CHECKPOINT_FORMAT
+from gatta_viz.training.train import train
 
 SMALL = ["--widths", "8", "16", "32", "--blocks", "1", "1", "1", "--key-dim", "8", "--quiet", "--threads", "1"]
 
 
 def run_train(out, *extra):
-    args = train_mod.build_parser().parse_args(["--out", str(out), *SMALL, *extra])
-    return train_mod.train(args)
+    args = train_cli.build_parser().parse_args(["--out", str(out), *SMALL, *extra])
+    return train(args)
 
 
 def test_two_epochs_on_512_images_lower_the_loss(tmp_path):
@@ -80,7 +82,7 @@ def test_baseline_flag_builds_same_backbone_without_gatta(tmp_path):
 def test_ddp_two_processes_give_identical_weights(tmp_path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
     assert torchrun, "torchrun not found next to the interpreter"
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "gatta_viz.train", "--out", str(tmp_path),
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "gatta_viz.cli", "train", "--out", str(tmp_path),
            *SMALL, "--epochs", "1", "--subset", "256", "--test-subset", "100", "--batch-size", "64", "--check-ranks"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -123,7 +125,7 @@ def test_pickled_code_is_never_executed(tmp_path):
             return (os.system, ("touch " + str(tmp_path / "pwned"),))
 
     path = tmp_path / "evil.pt"
-    torch.save({"format": gv.checkpoint.CHECKPOINT_FORMAT, "x": Evil()}, path)
+    torch.save({"format": CHECKPOINT_FORMAT, "x": Evil()}, path)
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         gv.load_checkpoint(str(path))
     assert not (tmp_path / "pwned").exists()

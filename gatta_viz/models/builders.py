@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .backbones import CompactResNet, ToyCNN
-from .wrapper import GAttANet
+from ..core.network import GAttANet
 
 __all__ = [
     "BUILDERS",

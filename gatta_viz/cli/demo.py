@@ -14,9 +14,9 @@ from typing import List, Optional
 
 from PIL import Image
 
-from .checkpoint import DEFAULT_MODEL, load_model
-from .explain_cli import collect_files, explain_files
-from .figures import alpha_bars, save_figure
+from ..models.checkpoint import DEFAULT_MODEL, load_model
+from .explain import collect_files, explain_files
+from ..analysis.figures import alpha_bars, save_figure
 
 __all__ = ["SAMPLES_DIR", "build_parser", "run"]
 
@@ -25,7 +25,7 @@ SAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 def _fallback_samples(n: int = 12) -> str:
     """Write the first ``n`` Fashion-MNIST test images as PNGs (for installs without the repo's sample_images/)."""
-    from .data import load_fashion_mnist
+    from ..data.datasets import load_fashion_mnist
 
     d = load_fashion_mnist("test").subset(n)
     out = tempfile.mkdtemp(prefix="gatta_viz_samples_")

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data import ImageData
-from .wrapper import temporarily_eval
+from ..data.datasets import ImageData
+from ..core.hooks import temporarily_eval
 
 __all__ = ["QEmbedding", "collect_q_avg", "pca_2d", "q_avg_embedding", "embedding_figure"]
 

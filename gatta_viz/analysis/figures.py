@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from .heatmaps import normalize
 from .overlays import to_rgb_array
-from .trace import GAttATrace
+from ..core.trace import GAttATrace
 
 __all__ = ["fig3", "alpha_bars", "save_figure", "image_for_display"]
 

@@ -14,13 +14,13 @@ import torch
 from PIL import Image
 
 from .attributions import gradcam as captum_gradcam
-from .checkpoint import LoadedModel
+from ..models.checkpoint import LoadedModel
 from .contributions import ablation_scores, layer_statistics
 from .figures import fig3
 from .heatmaps import normalize, upsample
 from .overlays import overlay
-from .preprocess import PreparedImage
-from .trace import GAttATrace
+from ..data.preprocess import PreparedImage
+from ..core.trace import GAttATrace
 
 __all__ = ["topk", "Explanation", "explain"]
 

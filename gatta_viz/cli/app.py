@@ -9,7 +9,8 @@ from typing import List, Optional
 
 __all__ = ["APP_PATH", "app_command", "build_parser", "run"]
 
-APP_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app", "streamlit_app.py")
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+APP_PATH = os.path.join(_REPO, "app", "streamlit_app.py")
 
 
 def app_command(port: int = 8501, address: str = "localhost") -> List[str]:

@@ -7,19 +7,17 @@ Weights, keys, queries and alphas are not changed.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from typing import Dict, Optional
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import ImageData, augment_batch, load_dataset
-from .pass_statistics import is_batchnorm
+from ..models.checkpoint import load_checkpoint, save_checkpoint
+from ..data.datasets import ImageData, augment_batch, load_dataset
+from ..core.pass_statistics import is_batchnorm
 
-__all__ = ["recalibrate_statistics", "recalibrate_checkpoint", "build_parser", "run"]
+__all__ = ["recalibrate_statistics", "recalibrate_checkpoint"]
 
 
 @torch.no_grad()
@@ -103,33 +101,3 @@ def recalibrate_checkpoint(
     meta = {**lm.meta, "recalibrated": info}
     save_checkpoint(dst, lm.model, lm.builder, lm.kwargs, lm.classes, lm.preprocess, meta)
     return info
-
-
-def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of ``gatta-viz recalibrate``."""
-    p.add_argument("src", help="checkpoint to recalibrate (e.g. one saved with shared BatchNorm statistics)")
-    p.add_argument("dst", help="where to write the recalibrated checkpoint")
-    p.add_argument("--dataset", default="fashion-mnist", help="training data (default: %(default)s)")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--images", type=int, default=10240, help="training images to average over (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=128, help="as in training (default: %(default)s)")
-    p.add_argument("--no-augment", action="store_true", help="use the images without the training augmentation")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``gatta-viz recalibrate``; returns the exit code (2 with a message on bad input)."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        info = recalibrate_checkpoint(
-            args.src, args.dst, args.dataset, args.data_root,
-            images=args.images, batch_size=args.batch_size, augment=not args.no_augment, seed=args.seed,
-        )
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.dst} (statistics from {info['batches']} batches of {info['dataset']})")
-    return 0

@@ -8,14 +8,14 @@ from typing import List, Optional
 
 # sub-command -> (module, help). Each module defines build_parser(parser) and run(args) -> int.
 COMMANDS = {
-    "demo": ("gatta_viz.demo", "trace the bundled default model on sample images and save figures (the main job)"),
-    "train": ("gatta_viz.train", "train a GAttA model or its baseline"),
-    "recalibrate": ("gatta_viz.recalibrate", "re-estimate BatchNorm statistics of a checkpoint, each pass its own"),
-    "export": ("gatta_viz.export", "strip a run's checkpoint of its resume state, to ship or bundle it"),
-    "evaluate": ("gatta_viz.evaluate", "accuracy, noise robustness and pass-1 vs pass-2 changes of checkpoints"),
-    "explain": ("gatta_viz.explain_cli", "write figures, overlays, raw maps and a JSON summary per image"),
-    "faithfulness": ("gatta_viz.faithfulness", "deletion/insertion AUC of agreement maps vs Grad-CAM vs random"),
-    "app": ("gatta_viz.app_launcher", "start the Streamlit app"),
+    "demo": ("gatta_viz.cli.demo", "trace the bundled default model on sample images and save figures (the main job)"),
+    "train": ("gatta_viz.cli.train", "train a GAttA model or its baseline"),
+    "recalibrate": ("gatta_viz.cli.recalibrate", "re-estimate BatchNorm statistics of a checkpoint, each pass its own"),
+    "export": ("gatta_viz.cli.export", "strip a run's checkpoint of its resume state, to ship or bundle it"),
+    "evaluate": ("gatta_viz.cli.evaluate", "accuracy, noise robustness and pass-1 vs pass-2 changes of checkpoints"),
+    "explain": ("gatta_viz.cli.explain", "write figures, overlays, raw maps and a JSON summary per image"),
+    "faithfulness": ("gatta_viz.cli.faithfulness", "deletion/insertion AUC of agreement maps vs Grad-CAM vs random"),
+    "app": ("gatta_viz.cli.app", "start the Streamlit app"),
 }
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .builders import BUILDERS, build_model
-from .pass_statistics import SharedStatisticsError
+from ..core.pass_statistics import SharedStatisticsError
 
 __all__ = [
     "CHECKPOINT_FORMAT",

@@ -3,49 +3,20 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from .hooks import forward_hooks, temporarily_eval
 from .mechanism import ConvKeyQuery, DenseKeyQuery, agreement, global_query, modulate
 from .pass_statistics import NORM_STATS, PassStatistics, is_batchnorm
 from .prefix_reuse import PrefixReuse
 from .trace import GAttATrace, LayerTrace
 
-__all__ = ["GAttANet", "KEYS_FROM"]
+__all__ = ["GAttANet", "KEYS_FROM", "forward_hooks", "temporarily_eval"]
 
 KEYS_FROM = ("pass1", "pass2")
-
-
-@contextlib.contextmanager
-def forward_hooks(modules: Mapping[str, nn.Module], make_hook: Callable[[str], Callable]) -> Iterator[None]:
-    """Register one forward hook per named module; always remove them on exit.
-
-    Args:
-        modules: name -> module.
-        make_hook: name -> hook function ``(module, inputs, output) -> output or None``.
-    """
-    handles = []
-    try:
-        for name, mod in modules.items():
-            handles.append(mod.register_forward_hook(make_hook(name)))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@contextlib.contextmanager
-def temporarily_eval(model: nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode, then restore each one's own flag."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def _param_key(name: str) -> str:

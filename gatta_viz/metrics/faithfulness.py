@@ -15,7 +15,7 @@ Deleting scattered single pixels (e.g. for a random map) destroys the image fast
 ordering (an off-manifold artefact), and agreement maps are only 7x7..28x28 anyway.
 
 ROAD (``baseline="road"``, ``--baseline road``; Rong et al. 2022): deleted pixels are not set to a value but
-filled by noisy linear imputation from the pixels that remain (:mod:`gatta_viz.imputation`), so the shape
+filled by noisy linear imputation from the pixels that remain (:mod:`gatta_viz.metrics.imputation`), so the shape
 of the deletion mask leaks little into the image; insertion keeps the most salient pixels and fills the rest
 the same way (its first point, with nothing kept, is the mean image: 0 after normalisation).
 
@@ -23,28 +23,24 @@ Maps are named ``method`` or ``method:layer`` (e.g. ``agreement:layer3``: that c
 ``--per-layer`` adds one per GAttA conv layer). With ``random`` among the methods the report also holds,
 for every other map, the paired difference of its AUCs from the random map's on the same images.
 
-``gatta-viz faithfulness --n 200 --out results/faithfulness`` compares agreement maps, Grad-CAM and
-a random map on the first N Fashion-MNIST test images.
+``gatta-viz faithfulness --n 200 --out results/faithfulness`` (:mod:`gatta_viz.cli.faithfulness`) compares
+agreement maps, Grad-CAM and a random map on the first N Fashion-MNIST test images.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .attributions import gradcam, integrated_gradients, saliency
-from .heatmaps import normalize, upsample
+from ..analysis.attributions import gradcam, integrated_gradients, saliency
+from ..analysis.heatmaps import normalize, upsample
 from .imputation import noisy_linear_impute
-from .wrapper import temporarily_eval
+from ..core.hooks import temporarily_eval
 
 __all__ = ["METHODS", "agreement_saliency", "explain_func", "perturbation_curve", "perturbed_images", "auc", "faithfulness_report",
-           "parse_method", "build_parser", "run"]
+           "parse_method", "report_table", "example_panels"]
 
 METHODS = ("agreement", "gain", "total_gain", "gradcam", "random", "integrated_gradients", "saliency")
 
@@ -361,136 +357,35 @@ def report_table(rep: Dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def plot_curves(rep: Dict[str, Any], path: str) -> str:
-    """Mean deletion and insertion curves of every method, saved to ``path``."""
-    from .figures import plt, save_figure
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    xs = np.linspace(0, 1, rep["steps"] + 1)
-    patch = rep.get("patch", 1)
-    unit = "pixels" if patch == 1 else f"{patch}x{patch} regions"
-    for ax, kind in zip(axes, ("deletion", "insertion")):
-        for m, r in rep["methods"].items():
-            ax.plot(xs, r[f"{kind}_curve"], label=f"{m} (AUC {r[f'{kind}_auc']:.3f})")
-        ax.set_xlabel(f"fraction of {unit} {'deleted' if kind == 'deletion' else 'inserted'}")
-        ax.set_ylabel("p(predicted class)")
-        ax.set_title(f"{kind} ({rep['n']} images)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def plot_examples(model, x: torch.Tensor, sals: Dict[str, np.ndarray], target: int, path: str,
-                  fractions: Sequence[float] = (0.1, 0.25, 0.5), baseline: Union[float, Sequence[float], str] = 0.0,
-                  patch: int = 1, noise: float = 0.01, seed: int = 0, mean: Sequence[float] = (0.0,),
-                  std: Sequence[float] = (1.0,)) -> str:
-    """One image as the deletion and insertion curves show it to the model, one row per map, saved to ``path``.
+def example_panels(model, x: torch.Tensor, sals: Dict[str, np.ndarray], target: int,
+                   fractions: Sequence[float] = (0.1, 0.25, 0.5), baseline: Union[float, Sequence[float], str] = 0.0,
+                   patch: int = 1, noise: float = 0.01, seed: int = 0, mean: Sequence[float] = (0.0,),
+                   std: Sequence[float] = (1.0,)) -> Dict[str, List[Tuple[str, np.ndarray]]]:
+    """One image as the deletion and insertion curves show it to the model, one row per map.
 
     Args:
         model: returns logits.
         x: (1, C, H, W) normalised input.
         sals: map name -> (H, W) saliency.
-        target: class whose probability is printed over each image.
-        path: .png/.svg/.pdf.
-        fractions: fractions deleted (left columns) and inserted (right columns).
+        target: class whose probability is given in each panel's title.
+        fractions: fractions deleted (first columns) and inserted (last columns).
         baseline, patch, noise, seed: as in :func:`perturbation_curve`.
         mean, std: the normalisation, undone for display (pixels clipped to [0, 1]).
     Returns:
-        ``path``.
+        map name -> list of (title with the fraction and p(target), (H, W) or (H, W, 3) image in [0, 1]);
+        draw with :func:`gatta_viz.analysis.metric_plots.plot_image_grid`.
     """
-    from .figures import plt, save_figure
-
     m_ = torch.as_tensor(mean, dtype=x.dtype).reshape(-1, 1, 1)
     s_ = torch.as_tensor(std, dtype=x.dtype).reshape(-1, 1, 1)
     cols = [(mode, f) for mode in ("deletion", "insertion") for f in fractions]
-    fig, axes = plt.subplots(len(sals), len(cols), figsize=(1.45 * len(cols), 1.55 * len(sals)), squeeze=False)
-    for r, (name, sal) in enumerate(sals.items()):
-        for c, (mode, f) in enumerate(cols):
+    rows: Dict[str, List[Tuple[str, np.ndarray]]] = {}
+    for name, sal in sals.items():
+        cells = []
+        for mode, f in cols:
             img = perturbed_images(x[:1], np.asarray(sal)[None], mode, [f], baseline, patch, noise, seed)[0, 0]
             with torch.no_grad(), temporarily_eval(model):
                 p = float(torch.softmax(model(img[None]).double(), 1)[0, target])
             shown = (img * s_ + m_).clamp(0, 1).permute(1, 2, 0).squeeze(-1).cpu().numpy()
-            ax = axes[r, c]
-            ax.imshow(shown, cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            ax.set_title(f"{mode[:3]} {100 * f:.0f}%: p={p:.2f}", fontsize=7)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
-    p = parser or argparse.ArgumentParser(prog="gatta-viz faithfulness", description=__doc__)
-    p.add_argument("--model", default=None, help="bundled model name (default: fmnist-gatta-resnet)")
-    p.add_argument("--checkpoint", default=None, help="checkpoint path (instead of --model)")
-    p.add_argument("--n", type=int, default=200, help="first N test images")
-    p.add_argument("--methods", nargs="+", default=["agreement", "gain", "total_gain", "gradcam", "random"],
-                   help=f"maps to compare: {', '.join(METHODS)}; agreement, gain and gradcam also as METHOD:LAYER")
-    p.add_argument("--per-layer", action="store_true",
-                   help="also evaluate each GAttA conv layer's agreement map alone (agreement:LAYER)")
-    p.add_argument("--steps", type=int, default=28)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--baseline", choices=("mean", "black", "road"), default="mean",
-                   help="what a deleted pixel becomes: the dataset's mean intensity (0 after normalisation), "
-                        "black (raw 0, Fashion-MNIST's background) or road (noisy linear imputation from the "
-                        "remaining pixels, Rong et al. 2022)")
-    p.add_argument("--noise", type=float, default=0.01, help="ROAD imputation noise std (normalised units)")
-    p.add_argument("--patch", type=int, default=1,
-                   help="perturb patch x patch regions ranked by their mean saliency "
-                        "(region perturbation, Samek et al. 2017); 1 = single pixels")
-    p.add_argument("--out", default="results/faithfulness")
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    from .checkpoint import DEFAULT_MODEL, load_model
-    from .data import load_dataset
-
-    try:
-        _check_patch(args.patch)
-        methods = list(args.methods)
-        kinds = {parse_method(m)[0] for m in methods}
-        lm = load_model(args.checkpoint or args.model or DEFAULT_MODEL)
-        if not lm.is_gatta and ({"agreement", "gain", "total_gain"} & kinds or args.per_layer):
-            raise ValueError(f"model {lm.name} has no GAttA layers; drop agreement, gain, total_gain and --per-layer")
-        convs = [n for n, k in getattr(lm.model, "layer_kinds", {}).items() if k == "conv"]
-        if args.per_layer:
-            methods += [f"agreement:{n}" for n in convs if f"agreement:{n}" not in methods]
-        for m in methods:
-            method, layer = parse_method(m)
-            if method != "gradcam" and layer is not None and layer not in convs:
-                raise ValueError(f"{m!r}: {layer!r} is not a GAttA conv layer of {lm.name}; conv layers: {convs}")
-        data = load_dataset(lm.meta.get("dataset", "fashion-mnist"), "test").subset(args.n)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    x, _ = data.tensors()
-    pp = lm.preprocess
-    if args.baseline == "black":
-        base: Union[float, List[float], str] = [-m / s for m, s in zip(pp["mean"], pp["std"])]
-    else:
-        base = "road" if args.baseline == "road" else 0.0
-    rep = faithfulness_report(lm.model, x, methods, args.steps, seed=args.seed, baseline=base, patch=args.patch, noise=args.noise)
-    rep["model"], rep["baseline_name"] = lm.name, args.baseline
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "faithfulness.json"), "w") as f:
-        json.dump(rep, f, indent=2)
-    plot_curves(rep, os.path.join(args.out, "faithfulness.png"))
-    with torch.no_grad():
-        pred0 = int(lm.model(x[:1]).argmax(1))
-    sals = {m: explain_func(lm.model, x[:1], [pred0], *parse_method(m), seed=args.seed)[0, 0] for m in methods}
-    plot_examples(lm.model, x[:1], sals, pred0, os.path.join(args.out, "examples.png"), baseline=base,
-                  patch=args.patch, noise=args.noise, seed=args.seed, mean=pp["mean"], std=pp["std"])
-    print(report_table(rep))
-    print(f"wrote {args.out}/faithfulness.json, faithfulness.png (mean curves) and examples.png (test image 0 as the model sees it)")
-    return 0
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    return run(build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+            cells.append((f"{mode[:3]} {100 * f:.0f}%: p={p:.2f}", shown))
+        rows[name] = cells
+    return rows

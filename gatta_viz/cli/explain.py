@@ -15,10 +15,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from .checkpoint import DEFAULT_MODEL, LoadedModel, load_model
-from .explanation import Explanation, explain
-from .figures import save_figure
-from .preprocess import IMAGE_EXTENSIONS, ImageError, PreparedImage, load_image, prepare_image
+from ..models.checkpoint import DEFAULT_MODEL, LoadedModel, load_model
+from ..analysis.explanation import Explanation, explain
+from ..analysis.figures import save_figure
+from ..data.preprocess import IMAGE_EXTENSIONS, ImageError, PreparedImage, load_image, prepare_image
 
 __all__ = ["collect_files", "write_explanation", "explain_files", "build_parser", "run"]
 

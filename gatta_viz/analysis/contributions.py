@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .trace import GAttATrace
+from ..core.trace import GAttATrace
 
 __all__ = ["layer_statistics", "ablation_scores", "contribution_table"]
 

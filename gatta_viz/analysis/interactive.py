@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .overlays import overlay
-from .trace import GAttATrace
+from ..core.trace import GAttATrace
 
 __all__ = ["layer_slider", "class_bars"]
 

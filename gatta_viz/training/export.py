@@ -5,15 +5,13 @@ preprocessing and metrics, and checks that the written file rebuilds the same mo
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
 import torch
 
-from .checkpoint import load_checkpoint, read_checkpoint, write_atomically
+from ..models.checkpoint import load_checkpoint, read_checkpoint, write_atomically
 
-__all__ = ["export_checkpoint", "build_parser", "run"]
+__all__ = ["export_checkpoint"]
 
 
 def export_checkpoint(src: str, dst: str) -> int:
@@ -36,25 +34,3 @@ def export_checkpoint(src: str, dst: str) -> int:
         if not torch.equal(loaded[k].cpu(), v):
             raise ValueError(f"exported {dst} does not reproduce {src}: tensor {k} differs")
     return os.path.getsize(dst)
-
-
-def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of ``gatta-viz export``."""
-    p.add_argument("src", help="checkpoint to export, e.g. runs/fmnist_gatta_resnet/final.pt")
-    p.add_argument("dst", help="destination file, e.g. gatta_viz/weights/fmnist_gatta_resnet.pt")
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``gatta-viz export``; returns the exit code (2 on a bad source file)."""
-    try:
-        size = export_checkpoint(args.src, args.dst)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.dst} ({size / 1e6:.2f} MB)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run(build_parser(argparse.ArgumentParser(prog="gatta-viz export")).parse_args()))

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .trace import GAttATrace
+from ..core.trace import GAttATrace
 
 __all__ = ["upsample", "normalize", "conv_heatmaps"]
 

@@ -1,24 +1,19 @@
 """Evaluation: clean accuracy, accuracy under additive Gaussian noise (paper Fig. 2a), pass-1 vs pass-2 changes.
 
-``gatta-viz evaluate --models fmnist-gatta-resnet fmnist-resnet --out results/eval`` writes
-``eval.json``, ``noise.png`` and prints a markdown table.
+The command is ``gatta-viz evaluate`` (:mod:`gatta_viz.cli.evaluate`).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import torch
 from tqdm import tqdm
 
-from .checkpoint import LoadedModel, load_model
-from .data import ImageData, load_dataset
-from .wrapper import temporarily_eval
+from ..models.checkpoint import LoadedModel
+from ..data.datasets import ImageData
+from ..core.hooks import temporarily_eval
 
-__all__ = ["NOISE_SIGMAS", "evaluate_model", "noise_table", "plot_noise", "build_parser", "run"]
+__all__ = ["NOISE_SIGMAS", "evaluate_model", "noise_table"]
 
 NOISE_SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 
@@ -96,67 +91,3 @@ def noise_table(results: List[Dict[str, Any]]) -> str:
         if "accuracy_pass1" in r:
             rows.append(f"| {r['model']} (pass 1 only) | " + " | ".join(f"{100 * r['accuracy_pass1'][s]:.2f}" for s in sigmas) + " |")
     return "\n".join(rows)
-
-
-def plot_noise(results: List[Dict[str, Any]], path: str) -> str:
-    """Accuracy vs noise sigma, one line per model; saved to ``path`` (PNG/SVG)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for r in results:
-        s = [float(k) for k in r["accuracy"]]
-        ax.plot(s, [100 * v for v in r["accuracy"].values()], marker="o", label=r["model"])
-    ax.set_xlabel("additive Gaussian noise sigma (pixels in [0, 1])")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Noise robustness ({results[0]['n']} test images)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
-    p = parser or argparse.ArgumentParser(prog="gatta-viz evaluate", description=__doc__)
-    p.add_argument("--models", nargs="+", default=["fmnist-gatta-resnet", "fmnist-resnet"], help="bundled names or checkpoint paths")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--n", type=int, default=0, help="first N test images (0: all)")
-    p.add_argument("--sigmas", type=float, nargs="+", default=list(NOISE_SIGMAS))
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="results/eval", help="directory for eval.json and noise.png")
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """Evaluate every model on the same images and noise; returns the exit code."""
-    try:
-        data = load_dataset(args.dataset, "test")
-        if args.n:
-            data = data.subset(args.n)
-        results = [evaluate_model(load_model(m), data, args.sigmas, args.batch_size, args.seed) for m in args.models]
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "eval.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    plot_noise(results, os.path.join(args.out, "noise.png"))
-    print(noise_table(results))
-    for r in results:
-        if "pass_change" in r:
-            pc = r["pass_change"]
-            print(f"{r['model']}: pass 2 changed {100 * pc['changed']:.2f}% of predictions "
-                  f"(fixed {100 * pc['fixed']:.2f}%, broke {100 * pc['broken']:.2f}%)")
-    print(f"wrote {args.out}/eval.json and {args.out}/noise.png")
-    return 0
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    return run(build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,2 @@
+"""Models: plain backbones (``backbones``), builders by name (``builders``), checkpoint files and the bundled
+weights (``checkpoint``, ``weights/``)."""
