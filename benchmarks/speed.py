@@ -7,7 +7,7 @@ Rows: default bundled model (1x28x28) and gatta_resnet18 (random weights, 3x224x
 Columns: median wall time of one call (ms) and its ratio to the plain backbone forward of the same model/batch.
 Targets (issue 6): GAttA trace <= 2.2x the plain forward, and faster than a one-layer captum LayerGradCam on the
 same GAttA model. Two full passes would cost 2x; under no_grad the trace's pass 2 reuses pass 1's outputs up to
-the first GAttA layer (gatta_viz/prefix_reuse.py), so it can cost less; the "pass 2 in full" row shows the
+the first GAttA layer (gatta_viz/core/prefix_reuse.py), so it can cost less; the "pass 2 in full" row shows the
 trace without that reuse.
 """
 from __future__ import annotations
