@@ -141,3 +141,15 @@ def test_recalibration_equals_the_average_of_batch_statistics():
     with torch.no_grad():
         means = [net[0](data.normalize(images[perm[i:i + 32]])).mean(dim=(0, 2, 3)) for i in (0, 32)]
     assert torch.allclose(net[1].running_mean, (means[0] + means[1]) / 2, atol=1e-6)
+
+
+def test_detach_pass1_still_updates_pass1_statistics_and_gives_the_same_outputs():
+    a, b = small_resnet().train(), small_resnet().train()
+    b.detach_pass1 = True
+    x = torch.randn(8, 1, 28, 28)
+    assert torch.allclose(a(x), b(x), atol=1e-6)
+    named_a, named_b = dict(a.backbone.named_modules()), dict(b.backbone.named_modules())
+    for n in a.pass2_stats.names:
+        assert int(named_b[n].num_batches_tracked) == 1 and int(b.pass2_stats.of(n).num_batches_tracked) == 1
+        assert torch.equal(named_a[n].running_mean, named_b[n].running_mean)
+        assert torch.equal(a.pass2_stats.of(n).running_mean, b.pass2_stats.of(n).running_mean)

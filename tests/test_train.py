@@ -92,7 +92,11 @@ def test_ddp_two_processes_give_identical_weights(tmp_path):
     assert metrics["rank_max_diff"]["parameters"] == 0.0
     # each rank saw half of the 256 images: 2 steps of 32 per rank, 4 global batches of 64
     assert metrics["history"][0]["img_per_s"] > 0
-    assert gv.load_checkpoint(str(tmp_path / "final.pt")).is_gatta
+    lm = gv.load_checkpoint(str(tmp_path / "final.pt"))
+    assert lm.is_gatta and lm.model.norm_stats == "per_pass"
+    named = dict(lm.model.backbone.named_modules())
+    for n in lm.model.pass2_stats.names:  # rank 0's pass-2 statistics were trained and saved beside pass 1's
+        assert int(lm.model.pass2_stats.of(n).num_batches_tracked) == int(named[n].num_batches_tracked) == 4
 
 
 def test_corrupted_and_foreign_checkpoints_give_clear_errors(tmp_path):
