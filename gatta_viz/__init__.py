@@ -4,7 +4,7 @@ The package is laid out by job, and dependencies point one way (a test checks it
 
     core      the mechanism's equations, the two-pass network wrapper, traces (torch only)
     models    backbones, builders, checkpoints, the bundled weights
-    data      datasets, image decoding and preprocessing
+    data      datasets, two-garment scenes, image decoding and preprocessing
     training  train, evaluate, export, recalibrate
     analysis  heatmaps, overlays, figures, plotly views, contributions, embeddings, captum attributions
     metrics   faithfulness (deletion/insertion, ROAD) and imputation
@@ -37,6 +37,7 @@ _EXPORTS: Dict[str, List[str]] = {
         "save_checkpoint",
     ],
     "data.datasets": ["ImageData", "load_dataset", "load_fashion_mnist"],
+    "data.scenes": ["SceneData", "export_scenes", "make_scenes"],
     "data.preprocess": ["ImageError", "PreparedImage", "load_image", "prepare_image", "to_model_input"],
     "training.export": ["export_checkpoint"],
     "training.recalibrate": ["recalibrate_checkpoint", "recalibrate_statistics"],

@@ -1,0 +1,83 @@
+"""Two-garment scenes: deterministic, different classes, max compositing, masks, boxes and overlap by hand."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import gatta_viz as gv
+from gatta_viz.data.scenes import ITEM_THRESHOLD, export_scenes, make_scenes
+
+
+def block_source():
+    """Three classes, each a full 28x28 block of one brightness (200, 100, 50): boxes are the tiles' places."""
+    images = torch.tensor([200, 100, 50], dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 28, 28).clone()
+    return gv.ImageData(images, torch.tensor([0, 1, 2]), ["a", "b", "c"], (0.5,), (0.5,), "blocks")
+
+
+def test_scenes_are_deterministic_and_pair_different_classes():
+    src = gv.load_fashion_mnist("test").subset(500)
+    a, b = make_scenes(src, 64, seed=3), make_scenes(src, 64, seed=3)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert not torch.equal(a.images, make_scenes(src, 64, seed=4).images)
+    assert (a.labels[:, 0] != a.labels[:, 1]).all()
+    assert torch.equal(a.labels, src.labels[a.sources])
+    assert a.images.shape == (64, 1, 48, 48) and a.images.dtype == torch.uint8
+
+
+def test_composite_is_the_pixelwise_max_and_masks_cover_what_each_item_supplies():
+    src = gv.load_fashion_mnist("test").subset(300)
+    s = make_scenes(src, 32, seed=1)
+    for i in range(32):
+        img = s.images[i, 0].int()
+        for k in range(2):
+            x0, y0, x1, y1 = s.boxes[i, k].tolist()
+            # every item pixel lies inside its box and never exceeds the composite
+            m = s.masks[i, k]
+            ys, xs = torch.nonzero(m, as_tuple=True)
+            assert (xs >= x0).all() and (xs < x1).all() and (ys >= y0).all() and (ys < y1).all()
+        # every bright composite pixel is supplied by at least one item
+        covered = s.masks[i, 0] | s.masks[i, 1]
+        assert torch.equal(covered, img > ITEM_THRESHOLD)
+
+
+def test_boxes_and_overlap_by_hand_on_blocks():
+    s = make_scenes(block_source(), 200, canvas=64, seed=0)
+    for i in range(200):
+        (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = s.boxes[i].tolist()
+        assert ax1 - ax0 == 28 and ay1 - ay0 == 28 and bx1 - bx0 == 28 and by1 - by0 == 28
+        inter = max(0, min(ax1, bx1) - max(ax0, bx0)) * max(0, min(ay1, by1) - max(ay0, by0))
+        assert float(s.overlap[i]) == pytest.approx(inter / 784)
+        # the brighter block wins the shared pixels: the dimmer item's mask loses exactly the intersection
+        dim = int(torch.argmax(s.labels[i]))  # class 1 (100) or 2 (50) is dimmer than 0 (200); higher class = dimmer
+        assert int(s.masks[i, dim].sum()) == 784 - inter
+    assert 0.0 in s.overlap.tolist() and s.overlap.max() > 0.5  # from none to heavy (on 64x64 full blocks can be apart)
+
+
+def test_multimnist_preset_shifts_by_at_most_4_pixels_on_36x36():
+    s = make_scenes(block_source(), 200, preset="multimnist", seed=0)
+    assert s.images.shape[-2:] == (36, 36)
+    starts = s.boxes[:, :, :2]
+    assert starts.min() == 0 and starts.max() == 8  # centre 4, shifts -4..4
+    with pytest.raises(ValueError, match="36x36"):
+        make_scenes(block_source(), 2, preset="multimnist", canvas=40)
+    with pytest.raises(ValueError, match="unknown scene preset"):
+        make_scenes(block_source(), 2, preset="triplets")
+    with pytest.raises(ValueError, match="at least 28"):
+        make_scenes(block_source(), 2, canvas=20)
+
+
+def test_export_writes_pngs_and_a_json_index_that_round_trip(tmp_path):
+    s = make_scenes(gv.load_fashion_mnist("test").subset(100), 5, seed=2)
+    index = json.loads(open(export_scenes(s, str(tmp_path), limit=3)).read())
+    assert len(index["scenes"]) == 3 and index["classes"] == s.classes
+    for i, rec in enumerate(index["scenes"]):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / rec["image"])), s.images[i, 0].numpy())
+        for k, item in enumerate(rec["items"]):
+            assert item["label"] == int(s.labels[i, k]) and item["class"] == s.classes[item["label"]]
+            assert item["box_xyxy"] == s.boxes[i, k].tolist()
+            assert np.array_equal(np.asarray(Image.open(tmp_path / item["mask"])) > 0, s.masks[i, k].numpy())
+        assert rec["overlap"] == pytest.approx(float(s.overlap[i]), abs=1e-4)
+    t = s.multi_hot()
+    assert t.shape == (5, 10) and torch.equal(t.sum(1), torch.full((5,), 2.0))
