@@ -26,6 +26,7 @@ _EXPORTS: Dict[str, List[str]] = {
     "core.trace": ["GAttATrace", "LayerTrace"],
     "core.network": ["GAttANet"],
     "core.hooks": ["forward_hooks", "temporarily_eval"],
+    "core.hook_scope": ["hook_passes"],
     "core.pass_statistics": ["PassStatistics", "SharedStatisticsError"],
     "models.backbones": ["CompactResNet", "ToyCNN"],
     "models.builders": [

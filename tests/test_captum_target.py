@@ -37,7 +37,7 @@ def test_layer_gradcam_equals_hand_made_gradcam_on_pass_two_activation():
         out = model(x)
     finally:
         handle.remove()
-    assert len(calls) == 2  # pass 1 and pass 2
+    assert len(calls) == 1  # other code's hooks see pass 2 only (hook_passes="pass2", the default)
     act = calls[-1]
     grads = torch.autograd.grad(out[[0, 1], [1, 2]].sum(), act)[0]
     manual = (grads.mean(dim=(2, 3), keepdim=True) * act).sum(1, keepdim=True)

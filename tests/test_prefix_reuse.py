@@ -10,6 +10,7 @@ def set_alphas(model, value=0.4):
     with torch.no_grad():
         for n in model.layer_names:
             model.alpha_of(n).fill_(value)
+    model.hook_passes = "both"  # these tests count and record calls of both passes with hooks
     return model
 
 

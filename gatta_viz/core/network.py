@@ -8,6 +8,7 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .hook_scope import HOOK_PASSES, others_hooks_hidden
 from .hooks import forward_hooks, temporarily_eval
 from .mechanism import ConvKeyQuery, DenseKeyQuery, agreement, global_query, modulate
 from .pass_statistics import NORM_STATS, PassStatistics, is_batchnorm
@@ -27,7 +28,9 @@ class GAttANet(nn.Module):
     """A CNN with global attention agreement (VanRullen & Alamia 2021).
 
     ``model(x)`` returns the pass-2 logits as a plain tensor, so attribution tools
-    (captum, pytorch-grad-cam) work unchanged. ``model.trace(x)`` returns a
+    (captum, pytorch-grad-cam, torchcam) work unchanged: hooks that other code registers on
+    backbone modules see one forward per call, pass 2 (``model.hook_passes = "both"`` shows them
+    pass 1 too; see ``core/hook_scope.py``). ``model.trace(x)`` returns a
     :class:`GAttATrace` with every layer's agreement map, alpha, q_avg and the
     logits of both passes.
 
@@ -135,6 +138,9 @@ class GAttANet(nn.Module):
         # recomputing them (identical inputs; see prefix_reuse.py). Same outputs; set False to always recompute.
         self.reuse_prefix = True
         self._prefix = PrefixReuse()
+        # Hooks that others registered on backbone modules see pass 2 only ("pass2") or both passes ("both").
+        # See hook_scope.py; gatta_viz.hook_passes(model, ...) sets it for a block.
+        self.hook_passes = "pass2"
 
     # ------------------------------------------------------------------ setup
     def _probe_shapes(
@@ -261,6 +267,9 @@ class GAttANet(nn.Module):
         # Pass 1: plain forward, keeping every selected layer's output; then keys and mean queries.
         acts: Dict[str, torch.Tensor] = {}
 
+        if self.hook_passes not in HOOK_PASSES:
+            raise ValueError(f"hook_passes must be one of {HOOK_PASSES}, got {self.hook_passes!r}")
+        hiding = others_hooks_hidden(named.values()) if self.hook_passes == "pass2" else contextlib.nullcontext(0)
         reuse = self.reuse_prefix and PrefixReuse.possible()
         recording = self._prefix.record(named, x) if reuse else contextlib.nullcontext()
 
@@ -275,9 +284,11 @@ class GAttANet(nn.Module):
             return hook
 
         # detach_pass1: no autograd through the backbone here; K and Q still learn from the (detached) activations
-        with recording as rec, forward_hooks(modules, pass1_hook), torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_pass1):
+        with hiding as hidden, recording as rec, forward_hooks(modules, pass1_hook), torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_pass1):
             logits1 = self.backbone(x)
         plan = self._prefix.replay_plan(named, x, rec) if rec is not None else None
+        if hidden:  # hooks that ran in pass 2 only may change what the reused prefix computes: recompute it
+            plan = None
         for name in self.layer_names:
             keys[name] = self.kq_of(name).keys(acts[name])
             mean_q[name] = self.kq_of(name).mean_query(acts[name])
