@@ -24,6 +24,8 @@ def test_scenes_are_deterministic_and_pair_different_classes():
     assert (a.labels[:, 0] != a.labels[:, 1]).all()
     assert torch.equal(a.labels, src.labels[a.sources])
     assert a.images.shape == (64, 1, 48, 48) and a.images.dtype == torch.uint8
+    pix = a.images.double() / 255
+    assert a.mean[0] == pytest.approx(float(pix.mean()), rel=1e-9) and a.std[0] == pytest.approx(float(pix.std(unbiased=False)), rel=1e-9)
 
 
 def test_composite_is_the_pixelwise_max_and_masks_cover_what_each_item_supplies():
@@ -81,3 +83,36 @@ def test_export_writes_pngs_and_a_json_index_that_round_trip(tmp_path):
         assert rec["overlap"] == pytest.approx(float(s.overlap[i]), abs=1e-4)
     t = s.multi_hot()
     assert t.shape == (5, 10) and torch.equal(t.sum(1), torch.full((5,), 2.0))
+
+
+def test_hits_and_the_soft_target_loss_by_hand():
+    from gatta_viz.training.train import hits, loss_fn
+
+    logits = torch.tensor([[3.0, 2.0, 0.0, -1.0], [3.0, 0.0, 2.5, 1.0], [0.0, 1.0, 2.0, 3.0]])
+    pairs = torch.tensor([[1, 0], [0, 1], [3, 2]])
+    assert hits(logits, pairs).tolist() == [True, False, True]
+    assert hits(logits, torch.tensor([0, 0, 3])).tolist() == [True, True, True]
+    logp = torch.log_softmax(logits, 1)
+    by_hand = -(0.5 * logp[torch.arange(3), pairs[:, 0]] + 0.5 * logp[torch.arange(3), pairs[:, 1]]).mean()
+    assert float(loss_fn(logits, pairs)) == pytest.approx(float(by_hand), rel=1e-6)
+
+
+def test_training_on_scenes_records_the_scene_set_and_scores_both_items(tmp_path):
+    from gatta_viz.cli import train as train_cli
+    from gatta_viz.training.train import accuracy, train
+
+    args = train_cli.build_parser().parse_args([
+        "--dataset", "fmnist-pairs", "--out", str(tmp_path), "--epochs", "1", "--subset", "256", "--test-subset", "64",
+        "--widths", "8", "16", "32", "--blocks", "1", "1", "1", "--key-dim", "8", "--quiet", "--threads", "1"])
+    res = train(args)
+    lm = gv.load_checkpoint(str(tmp_path / "final.pt"))
+    assert lm.meta["dataset"] == "fmnist-pairs" and lm.preprocess["size"] == [48, 48]
+    assert res["history"][0]["test_acc"] == pytest.approx(accuracy(lm.model, gv.load_dataset("fmnist-pairs", "test").subset(64))["acc"])
+
+
+def test_augmented_single_channel_batches_have_standard_strides():
+    """Ambiguous strides (channel stride 1 on a 1-channel batch) crashed torch's CPU conv backward at 48x48."""
+    from gatta_viz.data.datasets import augment_batch
+
+    x = augment_batch(torch.randn(4, 1, 48, 48), generator=torch.Generator().manual_seed(0))
+    assert x.stride() == (48 * 48, 48 * 48, 48, 1)

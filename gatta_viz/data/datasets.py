@@ -199,9 +199,15 @@ def load_image_folder(root: str, size: int = 32, channels: int = 3) -> ImageData
     return ImageData(images, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes), mean, std, os.path.basename(root.rstrip("/")))
 
 
-def load_dataset(name: str, split: str = "train", root: Optional[str] = None) -> ImageData:
-    """Dispatch by name: ``fashion-mnist``, ``cifar10``, ``cifar100`` or a directory path (ImageFolder)."""
+def load_dataset(name: str, split: str = "train", root: Optional[str] = None):
+    """Dispatch by name: ``fashion-mnist``, ``cifar10``, ``cifar100``, a directory path (ImageFolder), or a
+    two-garment scene set (``fmnist-pairs``, ``fmnist-pairs-multimnist``; see :mod:`gatta_viz.data.scenes`),
+    which returns a ``SceneData`` whose labels are (N, 2)."""
     key = name.lower().replace("_", "-")
+    from .scenes import SCENE_DATASETS, load_scenes
+
+    if key in SCENE_DATASETS:
+        return load_scenes(key, split, root)
     if key in ("fashion-mnist", "fashionmnist", "fmnist"):
         return load_fashion_mnist(split, root)
     if key in ("cifar10", "cifar-10"):
@@ -211,7 +217,8 @@ def load_dataset(name: str, split: str = "train", root: Optional[str] = None) ->
     if os.path.isdir(name):
         sub = os.path.join(name, split)
         return load_image_folder(sub if os.path.isdir(sub) else name)
-    raise ValueError(f"unknown dataset {name!r}: use fashion-mnist, cifar10, cifar100 or an ImageFolder directory")
+    raise ValueError(f"unknown dataset {name!r}: use fashion-mnist, cifar10, cifar100, {', '.join(SCENE_DATASETS)} "
+                     "or an ImageFolder directory")
 
 
 def augment_batch(x: torch.Tensor, pad: int = 2, flip: bool = True, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -237,4 +244,7 @@ def augment_batch(x: torch.Tensor, pad: int = 2, flip: bool = True, generator: O
     if flip:
         m = torch.rand(b, generator=generator) < 0.5
         x = torch.where(m.view(b, 1, 1, 1), x.flip(3), x)
-    return x.contiguous()
+    # Standard NCHW strides. With one channel the gather above leaves a channel stride of 1, which
+    # `.contiguous()` accepts as it is (a size-1 dim's stride is ignored) but which makes the tensor look
+    # channels-last too; torch 2.14's CPU convolution backward then crashes (segfault) at 48x48 and larger.
+    return x.clone(memory_format=torch.contiguous_format)

@@ -20,17 +20,21 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from .datasets import ImageData
 
-__all__ = ["PRESETS", "SceneData", "make_scenes", "export_scenes"]
+__all__ = ["PRESETS", "SCENE_DATASETS", "SceneData", "make_scenes", "load_scenes", "export_scenes"]
 
 PRESETS = ("random", "multimnist")
 ITEM_THRESHOLD = 16  # a pixel belongs to an item when its intensity (0-255) exceeds this
+# dataset name -> preset; the train set draws 60,000 scenes from the train split (seed 0), the fixed test set
+# 10,000 scenes from the test split (seed 1)
+SCENE_DATASETS = {"fmnist-pairs": "random", "fmnist-pairs-multimnist": "multimnist"}
+SPLIT_SIZES = {"train": (60_000, 0), "test": (10_000, 1)}
 
 
 @dataclass
@@ -67,6 +71,17 @@ class SceneData:
         """uint8 (B, 1, H, W) -> float, scaled to [0, 1] then normalised with the scenes' mean and std."""
         return (images_uint8.float() / 255.0 - self.mean[0]) / self.std[0]
 
+    def subset(self, n: Optional[int] = None, indices: Optional[Sequence[int]] = None) -> "SceneData":
+        """The first ``n`` scenes, or those at ``indices``."""
+        idx = torch.as_tensor(list(indices)) if indices is not None else torch.arange(min(n, len(self)))
+        return SceneData(self.images[idx], self.labels[idx], self.boxes[idx], self.masks[idx], self.overlap[idx],
+                         self.sources[idx], self.classes, self.mean, self.std, self.name)
+
+    def tensors(self, n: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Normalised float images and (N, 2) labels (the first ``n`` if given)."""
+        d = self if n is None else self.subset(n)
+        return d.normalize(d.images), d.labels
+
     def multi_hot(self) -> torch.Tensor:
         """(N, classes) float targets with a 1 for each item's class."""
         t = torch.zeros(len(self), len(self.classes))
@@ -80,6 +95,29 @@ def _offsets(preset: str, canvas: int, rng: np.random.Generator, n: int) -> np.n
         return rng.integers(0, canvas - 28 + 1, size=(n, 2, 2))
     centre = (canvas - 28) // 2
     return centre + rng.integers(-4, 5, size=(n, 2, 2))
+
+
+def _place(tiles: np.ndarray, idx: np.ndarray, offsets: np.ndarray, canvas: int) -> np.ndarray:
+    """(m, 2, canvas, canvas) uint8: tile ``idx[i, k]`` at top-left ``offsets[i, k]`` (y, x), zeros elsewhere."""
+    m = len(idx)
+    layers = np.zeros((m, 2, canvas, canvas), dtype=np.uint8)
+    r = np.arange(28)
+    for k in range(2):
+        ys = offsets[:, k, 0, None] + r  # (m, 28)
+        xs = offsets[:, k, 1, None] + r
+        layers[np.arange(m)[:, None, None], k, ys[:, :, None], xs[:, None, :]] = tiles[idx[:, k]]
+    return layers
+
+
+def _boxes(support: np.ndarray) -> np.ndarray:
+    """(m, 2, 4) boxes (x0, y0, x1, y1), x1/y1 exclusive, of each item's True pixels; zeros for an empty item."""
+    rows, cols = support.any(axis=3), support.any(axis=2)  # (m, 2, H), (m, 2, W)
+    h, w = rows.shape[-1], cols.shape[-1]
+    y0, x0 = rows.argmax(-1), cols.argmax(-1)
+    y1, x1 = h - rows[..., ::-1].argmax(-1), w - cols[..., ::-1].argmax(-1)
+    out = np.stack([x0, y0, x1, y1], -1)
+    out[~rows.any(-1)] = 0
+    return out
 
 
 def make_scenes(
@@ -124,24 +162,25 @@ def make_scenes(
         same = labels_src[first] == labels_src[second]
     offsets = _offsets(preset, canvas, rng, n)
     tiles = source.images[:, 0].numpy()
-    layers = np.zeros((n, 2, canvas, canvas), dtype=np.uint8)
-    for k, idx in enumerate((first, second)):
-        for i in range(n):
-            y, x = offsets[i, k]
-            layers[i, k, y : y + 28, x : x + 28] = tiles[idx[i]]
-    images = layers.max(axis=1)
-    support = layers > ITEM_THRESHOLD
-    masks = support & (layers >= layers[:, ::-1])
-    inter = (support[:, 0] & support[:, 1]).sum(axis=(1, 2))
-    smaller = np.minimum(support[:, 0].sum(axis=(1, 2)), support[:, 1].sum(axis=(1, 2)))
-    overlap = np.where(smaller > 0, inter / np.maximum(smaller, 1), 0.0)
+    images = np.zeros((n, canvas, canvas), dtype=np.uint8)
+    masks = np.zeros((n, 2, canvas, canvas), dtype=bool)
+    overlap = np.zeros(n, dtype=np.float64)
     boxes = np.zeros((n, 2, 4), dtype=np.int64)
-    for i in range(n):
-        for k in range(2):
-            ys, xs = np.nonzero(support[i, k])
-            if len(ys):
-                boxes[i, k] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-    pix = images.astype(np.float64) / 255.0
+    for lo in range(0, n, 4096):  # in chunks: the per-item layers of 60,000 scenes would take gigabytes
+        sl = slice(lo, min(n, lo + 4096))
+        layers = _place(tiles, np.stack([first[sl], second[sl]], 1), offsets[sl], canvas)
+        images[sl] = layers.max(axis=1)
+        support = layers > ITEM_THRESHOLD
+        masks[sl] = support & (layers >= layers[:, ::-1])
+        inter = (support[:, 0] & support[:, 1]).sum(axis=(1, 2))
+        sizes = support.sum(axis=(2, 3))
+        smaller = sizes.min(axis=1)
+        overlap[sl] = np.where(smaller > 0, inter / np.maximum(smaller, 1), 0.0)
+        boxes[sl] = _boxes(support)
+    counts = np.bincount(images.ravel(), minlength=256).astype(np.float64)  # exact moments without a float copy
+    values = np.arange(256) / 255.0
+    mean = float((counts * values).sum() / counts.sum())
+    std = float(np.sqrt((counts * (values - mean) ** 2).sum() / counts.sum()))
     return SceneData(
         images=torch.from_numpy(images[:, None].copy()),
         labels=torch.from_numpy(np.stack([labels_src[first], labels_src[second]], 1).astype(np.int64)),
@@ -150,10 +189,30 @@ def make_scenes(
         overlap=torch.from_numpy(overlap.astype(np.float32)),
         sources=torch.from_numpy(np.stack([first, second], 1).astype(np.int64)),
         classes=list(source.classes),
-        mean=(float(pix.mean()),),
-        std=(float(pix.std()),),
+        mean=(mean,),
+        std=(std,),
         name=name or f"fmnist-pairs-{preset}",
     )
+
+
+def load_scenes(name: str, split: str = "train", root: Optional[str] = None) -> SceneData:
+    """A named scene data set (see ``SCENE_DATASETS``): 60,000 train scenes or the fixed 10,000 test scenes.
+
+    Args:
+        name: ``"fmnist-pairs"`` (random placement, 48x48) or ``"fmnist-pairs-multimnist"`` (36x36).
+        split: ``"train"`` or ``"test"``; scenes are drawn from the same split of Fashion-MNIST.
+        root: where the Fashion-MNIST files are (default: Debian's package, then torchvision's download).
+    Returns:
+        A :class:`SceneData`.
+    """
+    from .datasets import load_fashion_mnist
+
+    if name not in SCENE_DATASETS:
+        raise ValueError(f"unknown scene data set {name!r}; known: {sorted(SCENE_DATASETS)}")
+    if split not in SPLIT_SIZES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    n, seed = SPLIT_SIZES[split]
+    return make_scenes(load_fashion_mnist(split, root), n, SCENE_DATASETS[name], seed=seed, name=name)
 
 
 def export_scenes(scenes: SceneData, out_dir: str, limit: Optional[int] = None) -> str:

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from ..models.checkpoint import LoadedModel
 from ..data.datasets import ImageData
 from ..core.hooks import temporarily_eval
+from .train import hits
 
 __all__ = ["NOISE_SIGMAS", "evaluate_model", "noise_table"]
 
@@ -62,15 +63,15 @@ def evaluate_model(
             x = (pix - mean) / std
             if gatta:
                 t = model.trace(x)
-                p1, p2 = t.logits_pass1.argmax(1), t.logits_pass2.argmax(1)
-                correct1[s] += int((p1 == y).sum())
+                ok1, ok2 = hits(t.logits_pass1, y), hits(t.logits_pass2, y)
+                correct1[s] += int(ok1.sum())
                 if s == 0:
-                    changed += int((p1 != p2).sum())
-                    fixed += int(((p1 != y) & (p2 == y)).sum())
-                    broken += int(((p1 == y) & (p2 != y)).sum())
+                    changed += int((t.logits_pass1.argmax(1) != t.logits_pass2.argmax(1)).sum())
+                    fixed += int((~ok1 & ok2).sum())
+                    broken += int((ok1 & ~ok2).sum())
             else:
-                p2 = model(x).argmax(1)
-            correct[s] += int((p2 == y).sum())
+                ok2 = hits(model(x), y)
+            correct[s] += int(ok2.sum())
     n = len(data)
     out: Dict[str, Any] = {"model": loaded.name, "n": n, "accuracy": {str(s): correct[s] / n for s in sigmas}}
     if gatta:

@@ -24,7 +24,7 @@ from ..models.checkpoint import read_checkpoint, save_checkpoint
 from ..data.datasets import ImageData, augment_batch, load_dataset
 from ..core.hooks import temporarily_eval
 
-__all__ = ["baseline_of", "model_kwargs", "accuracy", "train"]
+__all__ = ["baseline_of", "model_kwargs", "hits", "loss_fn", "accuracy", "train"]
 
 GATTA_ONLY = ("d", "layers", "alpha_init", "freeze_backbone", "keys_from", "norm_stats")
 BASELINES = {"gatta_compact_resnet": "compact_resnet", "gatta_toy": "toy_cnn"}
@@ -71,9 +71,29 @@ def _rng_state() -> Dict[str, Any]:
     return {"torch": torch.get_rng_state(), "numpy_seed": int(np.random.randint(0, 2**31 - 1))}
 
 
+def hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: the prediction is right. Labels (B,): the top class is the label. Labels (B, k) (scenes with
+    k items): the top-k classes are exactly the k labels ("both items" for pairs)."""
+    if labels.dim() == 1:
+        return logits.argmax(1) == labels
+    k = labels.shape[1]
+    top = logits.topk(k, dim=1).indices.sort(dim=1).values
+    return (top == labels.sort(dim=1).values).all(dim=1)
+
+
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy. With (B, k) labels the target puts 1/k on each present class (a soft-target
+    cross-entropy: the k classes share the probability), smoothed like single labels."""
+    if labels.dim() == 1:
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    target = torch.zeros_like(logits).scatter_(1, labels, 1.0 / labels.shape[1])
+    return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+
+
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, data: ImageData, batch_size: int = 500) -> Dict[str, float]:
-    """Test accuracy of pass 2 (the output) and, for GAttA models, of pass 1. Restores train/eval flags."""
+    """Test accuracy of pass 2 (the output) and, for GAttA models, of pass 1 (see :func:`hits` for scenes with
+    several items). Restores train/eval flags."""
     correct2 = correct1 = 0
     with temporarily_eval(model):
         for i in range(0, len(data), batch_size):
@@ -81,10 +101,10 @@ def accuracy(model: torch.nn.Module, data: ImageData, batch_size: int = 500) -> 
             y = data.labels[i : i + batch_size]
             if hasattr(model, "trace"):
                 t = model.trace(x)
-                correct1 += int((t.logits_pass1.argmax(1) == y).sum())
-                correct2 += int((t.logits_pass2.argmax(1) == y).sum())
+                correct1 += int(hits(t.logits_pass1, y).sum())
+                correct2 += int(hits(t.logits_pass2, y).sum())
             else:
-                correct2 += int((model(x).argmax(1) == y).sum())
+                correct2 += int(hits(model(x), y).sum())
     out = {"acc": correct2 / len(data)}
     if hasattr(model, "trace"):
         out["acc_pass1"] = correct1 / len(data)
@@ -127,7 +147,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         "mean": list(train_data.mean),
         "std": list(train_data.std),
     }
-    if train_data.name == "fashion-mnist":
+    if train_data.name.startswith(("fashion-mnist", "fmnist-pairs")):
         preprocess["background"] = "dark"  # light garments on black: the app inverts photos on white
 
     # alpha and normalisation-free params take no weight decay
@@ -191,13 +211,13 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = net(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+            loss = loss_fn(logits, y, args.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             tot_loss += float(loss.detach()) * len(y)
-            tot_correct += int((logits.argmax(1) == y).sum())
+            tot_correct += int(hits(logits.detach(), y).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{tot_loss / seen:.4f}")
         secs = time.time() - t0
