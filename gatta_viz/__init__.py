@@ -5,7 +5,7 @@ The package is laid out by job, and dependencies point one way (a test checks it
     core      the mechanism's equations, the two-pass network wrapper, traces (torch only)
     models    backbones, builders, checkpoints, the bundled weights
     data      datasets, two-garment scenes, image decoding and preprocessing
-    training  train, evaluate, export, recalibrate
+    training  train, evaluate, export, recalibrate, class cues
     analysis  heatmaps, overlays, figures, plotly views, contributions, embeddings, captum attributions
     metrics   faithfulness (deletion/insertion, ROAD) and imputation
     cli       the ``gatta-viz`` command, a module per sub-command
@@ -41,6 +41,7 @@ _EXPORTS: Dict[str, List[str]] = {
     "data.scenes": ["SceneData", "export_scenes", "make_scenes"],
     "data.preprocess": ["ImageError", "PreparedImage", "load_image", "prepare_image", "to_model_input"],
     "training.export": ["export_checkpoint"],
+    "training.cues": ["class_queries", "store_class_queries"],
     "training.recalibrate": ["recalibrate_checkpoint", "recalibrate_statistics"],
     "analysis.heatmaps": ["conv_heatmaps", "normalize", "upsample"],
     "analysis.overlays": ["colorize", "overlay", "to_rgb_array"],

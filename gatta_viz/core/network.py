@@ -247,8 +247,11 @@ class GAttANet(nn.Module):
         x: torch.Tensor,
         keep: bool = False,
         alpha_override: Optional[Mapping[str, float]] = None,
+        query: Optional[torch.Tensor] = None,
     ) -> GAttATrace:
         self.check_input(x)
+        if query is not None:
+            query = self._check_query(query, x)
         if alpha_override:
             unknown = set(alpha_override) - set(self.layer_names)
             if unknown:
@@ -292,7 +295,8 @@ class GAttANet(nn.Module):
         for name in self.layer_names:
             keys[name] = self.kq_of(name).keys(acts[name])
             mean_q[name] = self.kq_of(name).mean_query(acts[name])
-        q_avg = global_query([mean_q[n] for n in self.layer_names])
+        q_pass1 = global_query([mean_q[n] for n in self.layer_names])
+        q_avg = q_pass1 if query is None else query  # a top-down cue replaces the pooled query
         gatta = {n: agreement(keys[n], q_avg) for n in self.layer_names}
 
         def alpha_for(name: str) -> torch.Tensor:
@@ -331,7 +335,8 @@ class GAttANet(nn.Module):
             )
             for n in self.layer_names
         }
-        return GAttATrace(layers, q_avg, logits1, logits2, meta={"keys_from": self.keys_from})
+        return GAttATrace(layers, q_avg, logits1, logits2, meta={"keys_from": self.keys_from, "cued": query is not None},
+                          q_pass1=q_pass1 if query is not None else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Two-pass forward. Args: x (B, C, H, W). Returns: pass-2 logits (B, classes)."""
@@ -342,6 +347,7 @@ class GAttANet(nn.Module):
         x: torch.Tensor,
         return_keys: bool = False,
         alpha_override: Optional[Mapping[str, float]] = None,
+        query: Optional[torch.Tensor] = None,
     ) -> GAttATrace:
         """Two-pass forward that returns everything GAttA computed.
 
@@ -353,10 +359,27 @@ class GAttANet(nn.Module):
             return_keys: also keep each layer's keys and mean query.
             alpha_override: layer name -> alpha to use for this call only
                 (e.g. ``{"layer2": 0.0}`` switches that layer's modulation off).
+            query: a top-down cue: a global query of shape (d,) (the same for every image) or (B, d)
+                that replaces the one pooled from pass 1; agreement maps and pass 2 then use it ("what
+                would the network attend to if it were looking for this?"). The pooled query is kept
+                in ``trace.q_pass1``. See :func:`gatta_viz.class_queries` for one query per class.
         Returns:
-            A :class:`GAttATrace`.
+            A :class:`GAttATrace` (``q_avg`` = the query the maps were computed with).
         """
-        return self._two_pass(x, keep=return_keys, alpha_override=alpha_override)
+        return self._two_pass(x, keep=return_keys, alpha_override=alpha_override, query=query)
+
+    def _check_query(self, query: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A (B, d) query on x's device and dtype, or ValueError naming the problem."""
+        if not torch.is_tensor(query):
+            raise ValueError(f"query must be a torch.Tensor of shape (d,) or (B, d), got {type(query).__name__}")
+        if query.dim() == 1:
+            query = query.unsqueeze(0).expand(x.shape[0], -1)
+        if query.dim() != 2 or query.shape[1] != self.d or query.shape[0] != x.shape[0]:
+            raise ValueError(f"query must have shape ({self.d},) or ({x.shape[0]}, {self.d}) for this batch, "
+                             f"got {tuple(query.shape)}")
+        if not torch.isfinite(query).all():
+            raise ValueError("query contains NaN or infinite values")
+        return query.to(device=x.device, dtype=x.dtype)
 
     def backbone_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The unmodulated backbone alone (pass 1 only). Returns logits."""

@@ -47,9 +47,11 @@ class GAttATrace:
 
     Attributes:
         layers: per-layer traces, in the order the layers run in the forward pass.
-        q_avg: global query (B, d).
+        q_avg: global query (B, d) the maps and pass 2 used: pooled from pass 1, or a top-down cue.
         logits_pass1: logits of the unmodulated pass (the backbone's own output).
         logits_pass2: logits of the modulated pass (the model's output).
+        meta: facts about the call (``keys_from``; ``cued``: a top-down query replaced the pooled one).
+        q_pass1: with a top-down cue, the query pass 1 pooled (which the cue replaced); None otherwise.
     """
 
     layers: Dict[str, LayerTrace]
@@ -57,6 +59,7 @@ class GAttATrace:
     logits_pass1: torch.Tensor
     logits_pass2: torch.Tensor
     meta: dict = field(default_factory=dict)
+    q_pass1: Optional[torch.Tensor] = None
 
     @property
     def logits(self) -> torch.Tensor:
@@ -92,7 +95,7 @@ class GAttATrace:
             n: replace(lt, agreement=d(lt.agreement), keys=d(lt.keys), mean_query=d(lt.mean_query))
             for n, lt in self.layers.items()
         }
-        return GAttATrace(layers, d(self.q_avg), d(self.logits_pass1), d(self.logits_pass2), dict(self.meta))
+        return GAttATrace(layers, d(self.q_avg), d(self.logits_pass1), d(self.logits_pass2), dict(self.meta), d(self.q_pass1))
 
     def __getitem__(self, idx) -> "GAttATrace":
         """Select images: ``trace[0:1]`` or ``trace[tensor_of_indices]``."""
@@ -106,7 +109,7 @@ class GAttATrace:
             n: replace(lt, agreement=s(lt.agreement), keys=s(lt.keys), mean_query=s(lt.mean_query))
             for n, lt in self.layers.items()
         }
-        return GAttATrace(layers, s(self.q_avg), s(self.logits_pass1), s(self.logits_pass2), dict(self.meta))
+        return GAttATrace(layers, s(self.q_avg), s(self.logits_pass1), s(self.logits_pass2), dict(self.meta), s(self.q_pass1))
 
     def __len__(self) -> int:
         return int(self.q_avg.shape[0])

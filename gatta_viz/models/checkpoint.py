@@ -49,6 +49,8 @@ class LoadedModel:
         preprocess: ``{"size": [H, W], "channels": C, "mean": [...], "std": [...]}``.
         meta: training facts (dataset, epochs, metrics...).
         path: where it was loaded from.
+        class_queries: (classes, d) top-down cues stored with the checkpoint (one global query per class,
+            see ``gatta_viz.training.cues``), or None.
     """
 
     model: nn.Module
@@ -58,6 +60,7 @@ class LoadedModel:
     preprocess: Dict[str, Any]
     meta: Dict[str, Any] = field(default_factory=dict)
     path: str = ""
+    class_queries: Optional[torch.Tensor] = None
 
     @property
     def is_gatta(self) -> bool:
@@ -66,6 +69,19 @@ class LoadedModel:
     @property
     def name(self) -> str:
         return os.path.splitext(os.path.basename(self.path))[0] if self.path else self.builder
+
+    def cue(self, class_name: str) -> torch.Tensor:
+        """The stored top-down query (d,) for ``class_name``, to pass as ``model.trace(x, query=...)``.
+
+        Raises:
+            ValueError: the model has no stored class queries, or the name is not one of its classes.
+        """
+        if self.class_queries is None:
+            raise ValueError(f"model {self.name} has no stored class queries; compute them with "
+                             "gatta_viz.class_queries(model, training_data) or `gatta-viz cues CHECKPOINT OUT`")
+        if class_name not in self.classes:
+            raise ValueError(f"unknown class {class_name!r} for cueing; classes: {self.classes}")
+        return self.class_queries[self.classes.index(class_name)]
 
 
 def save_checkpoint(
@@ -77,6 +93,7 @@ def save_checkpoint(
     preprocess: Dict[str, Any],
     meta: Optional[Dict[str, Any]] = None,
     train_state: Optional[Dict[str, Any]] = None,
+    class_queries: Optional[torch.Tensor] = None,
 ) -> None:
     """Write a checkpoint atomically (temp file + rename, so a kill never leaves half a file).
 
@@ -88,6 +105,7 @@ def save_checkpoint(
         preprocess: input size, channels, mean, std.
         meta: JSON-able facts (metrics, dataset, seed...).
         train_state: optimizer/scheduler/epoch state for resuming, omitted in bundled files.
+        class_queries: (classes, d) top-down cues to store with the model, or None.
     """
     if builder not in BUILDERS:
         raise ValueError(f"unknown builder {builder!r}")
@@ -103,6 +121,8 @@ def save_checkpoint(
     }
     if train_state is not None:
         obj["train_state"] = train_state
+    if class_queries is not None:
+        obj["class_queries"] = class_queries.detach().cpu()
     write_atomically(obj, path)
 
 
@@ -189,7 +209,13 @@ def load_checkpoint(
             )
         model.pass2_stats.copy_from_pass1(dict(model.backbone.named_modules()))
     model.to(device).eval()
-    return LoadedModel(model, obj["builder"], kwargs, list(obj["classes"]), dict(obj["preprocess"]), dict(obj.get("meta", {})), path)
+    queries = obj.get("class_queries")
+    if queries is not None:
+        d = getattr(model, "d", None)
+        if not torch.is_tensor(queries) or tuple(queries.shape) != (len(obj["classes"]), d):
+            raise ValueError(f"checkpoint {path}: class_queries must be a ({len(obj['classes'])}, {d}) tensor")
+    return LoadedModel(model, obj["builder"], kwargs, list(obj["classes"]), dict(obj["preprocess"]),
+                       dict(obj.get("meta", {})), path, queries)
 
 
 def bundled_path(name: str) -> str:
