@@ -285,20 +285,47 @@ def test_pca_embedding_by_hand():
     assert np.allclose(np.abs(coords[:, 0]), [0, 0, 2, 2], atol=1e-6)
 
 
-def test_fig3_and_alpha_bars_written(toy, tmp_path):
+def _bars_of(ax):
+    """(bases, heights, face colours) of the bars drawn by fig3 in one dense-layer axes."""
+    coll = ax.collections[0]
+    verts = np.array([p.vertices[:4] for p in coll.get_paths()])
+    return verts[:, 0, 1], verts[:, 1, 1] - verts[:, 0, 1], coll.get_facecolors()
+
+
+def test_fig3_bars_show_gains_coloured_like_the_maps_and_mark_classes_by_outline(toy, tmp_path):
+    from matplotlib import colormaps
+    from matplotlib.patches import Rectangle
+
     x = torch.randn(1, 1, 28, 28)
     with torch.no_grad():
         t = toy.trace(x)
     classes = [f"c{i}" for i in range(10)]
-    fig = gv.fig3(x[0], t, 0, classes=classes, true_label=4)
-    # image + 3 conv maps + 2 dense bar charts + 1 colorbar
-    assert len(fig.axes) == 1 + 3 + 2 + 1
-    bars = fig.axes[5].patches
     pred = int(t.logits_pass2[0].argmax())
-    assert len(bars) == 10
-    assert bars[pred].get_facecolor()[:3] == pytest.approx((0xD6 / 255, 0x27 / 255, 0x28 / 255))
-    if pred != 4:
-        assert bars[4].get_facecolor()[:3] == pytest.approx((0x2C / 255, 0xA0 / 255, 0x2C / 255))
+    true = (pred + 3) % 10
+    fig = gv.fig3(x[0], t, 0, classes=classes, true_label=true)
+    # input + 3 conv maps + 1 colourbar + 2 dense bar charts
+    assert len(fig.axes) == 1 + 3 + 1 + 2
+    ax = fig.axes[6]  # fc2, the class layer
+    base, height, faces = _bars_of(ax)
+    v = (t.layers["fc2"].alpha * t.agreement("fc2")[0]).numpy()
+    np.testing.assert_allclose(base, 1.0)  # bars start at gain 1 ...
+    np.testing.assert_allclose(height, v, rtol=1e-5, atol=1e-7)  # ... and end at the gain 1 + alpha x agreement
+    cm = colormaps["RdBu_r"]
+    k = int(np.argmax(v))
+    assert faces[k][:3] == pytest.approx(cm(1.0)[:3])  # the most boosted unit has the maps' "most boosted" colour
+    boxes = [p for p in ax.patches if isinstance(p, Rectangle) and not p.get_fill() and p.get_visible()]
+    by_style = {p.get_linestyle(): p for p in boxes}
+    assert len(boxes) == 2 and set(by_style) == {"-", "--"}
+    assert by_style["-"].get_x() == pytest.approx(pred - 0.4)  # predicted: solid outline
+    assert by_style["--"].get_x() == pytest.approx(true - 0.4)  # true class: dashed outline
+    assert by_style["-"].get_height() == pytest.approx(float(v[pred]), rel=1e-5)
+    # raw agreement: bars from 0, one neutral colour (red keeps meaning "boosted")
+    raw = gv.fig3(x[0], t, 0, classes=classes, true_label=pred, gain=False)
+    base, height, faces = _bars_of(raw.axes[6])
+    np.testing.assert_allclose(base, 0.0)
+    np.testing.assert_allclose(height, t.agreement("fc2")[0].numpy(), rtol=1e-5, atol=1e-7)
+    assert len({tuple(f) for f in faces}) == 1
+    assert len([p for p in raw.axes[6].patches if isinstance(p, Rectangle) and not p.get_fill() and p.get_visible()]) == 1
     path = gv.save_figure(fig, str(tmp_path / "f.png"))
     assert Image.open(path).size[0] > 500
     svg = gv.save_figure(gv.alpha_bars(t.alphas), str(tmp_path / "a.svg"))
@@ -307,16 +334,36 @@ def test_fig3_and_alpha_bars_written(toy, tmp_path):
         gv.save_figure(gv.alpha_bars(t.alphas), str(tmp_path / "a.txt"))
 
 
+def test_alpha_bars_use_one_neutral_colour_whatever_the_sign(toy):
+    from gatta_viz.analysis.style import NEUTRAL
+    from matplotlib.colors import to_rgba
+
+    fig = gv.alpha_bars({"a": 0.5, "b": -0.7, "c": 0.0})
+    faces = {tuple(np.round(p.get_facecolor(), 6)) for p in fig.axes[0].patches}
+    assert faces == {tuple(np.round(to_rgba(NEUTRAL), 6))}
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == sorted(["+0.5", "-0.7", "+0"])
+
+
 def test_plotly_slider_and_class_bars(toy):
     x = torch.randn(1, 1, 28, 28)
     with torch.no_grad():
         t = toy.trace(x)
     hm = gv.conv_heatmaps(t, 0, (28, 28))
-    fig = gv.layer_slider(np.zeros((28, 28)), hm)
+    fig = gv.layer_slider(np.zeros((28, 28)), hm, alphas=t.alphas)
     assert len(fig.data) == 3 and len(fig.layout.sliders[0].steps) == 3
     assert [d.visible for d in fig.data] == [True, False, False]
+    assert fig.layout.title.text.startswith("α × agreement: conv1") and "boosted" in fig.layout.title.text
+    raw_fig = gv.layer_slider(np.zeros((28, 28)), gv.conv_heatmaps(t, 0, (28, 28), gain=False), gain=False)
+    assert raw_fig.layout.title.text.startswith("raw agreement (sign set by training): conv1")
     bars = gv.class_bars(t, 0, [str(i) for i in range(10)], true_label=1)
-    assert list(bars.data[0].y) == pytest.approx(t.agreement("fc2")[0].tolist(), rel=1e-5)
+    gain = (t.layers["fc2"].alpha * t.agreement("fc2")[0]).tolist()
+    assert list(bars.data[0].y) == pytest.approx(gain, rel=1e-5) and bars.data[0].base == 1.0
+    pred = int(t.logits_pass2[0].argmax())
+    widths = list(bars.data[0].marker.line.width)
+    assert widths[pred] == 3.0 and sum(w > 0 for w in widths) == (1 if pred == 1 else 2)
+    assert len(set(bars.data[0].marker.color)) > 1  # coloured by value, not by class
+    raw = gv.class_bars(t, 0, [str(i) for i in range(10)], gain=False)
+    assert list(raw.data[0].y) == pytest.approx(t.agreement("fc2")[0].tolist(), rel=1e-5) and raw.data[0].base == 0.0
 
 
 def test_gain_map_is_agreement_signed_by_alpha(toy):
@@ -324,11 +371,14 @@ def test_gain_map_is_agreement_signed_by_alpha(toy):
     with torch.no_grad():
         toy.alpha_of("conv2").fill_(-0.5)
     try:
-        raw = gv.agreement_saliency(toy, x, layer="conv2")
-        gain = gv.agreement_saliency(toy, x, layer="conv2", gain=True)
+        raw = gv.agreement_saliency(toy, x, layer="conv2", gain=False)
+        gain = gv.agreement_saliency(toy, x, layer="conv2")  # the gain map is the default
         assert np.allclose(gain, -raw, atol=1e-6)  # alpha < 0: boosted where the agreement is negative
         assert np.allclose(gv.agreement_saliency(toy, x, layer="conv1", gain=True),
-                           gv.agreement_saliency(toy, x, layer="conv1"), atol=1e-6)  # alpha = 0.3 > 0
+                           gv.agreement_saliency(toy, x, layer="conv1", gain=False), atol=1e-6)  # alpha = 0.3 > 0
+        # explain_func leads with the gain map; "agreement" stays the raw map (the name published tables use)
+        np.testing.assert_array_equal(gv.explain_func(toy, x, [0, 1], layer="conv2")[:, 0], gain)
+        np.testing.assert_array_equal(gv.explain_func(toy, x, [0, 1], method="agreement", layer="conv2")[:, 0], raw)
     finally:
         with torch.no_grad():
             toy.alpha_of("conv2").fill_(0.3)
@@ -406,10 +456,16 @@ def test_faithfulness_cli_per_layer_road_on_the_bundled_toy(tmp_path, capsys):
                     "--baseline", "road", "--out", str(out)]) == 0
     rep = json.loads((out / "faithfulness.json").read_text())
     convs = [n for n, k in gv.load_model("fmnist-gatta-toy").model.layer_kinds.items() if k == "conv"]
-    assert list(rep["methods"]) == ["random"] + [f"agreement:{n}" for n in convs] and len(convs) >= 2
+    assert list(rep["methods"]) == ["random"] + [f"gain:{n}" for n in convs] and len(convs) >= 2  # gain by default
     assert rep["baseline"] == "road" and rep["noise"] == 0.01 and rep["n"] == 3
     with Image.open(out / "examples.png") as im:  # test image 0 as each map's curves show it: 4 rows of 6 panels
         assert im.size[0] > 400 and im.size[1] > 400
+    # the per-layer maps follow the kinds asked for: raw agreement:LAYER when agreement is among the methods
+    assert fa.main(["--model", "fmnist-gatta-toy", "--n", "2", "--steps", "2", "--methods", "agreement", "--per-layer",
+                    "--out", str(out)]) == 0
+    rep = json.loads((out / "faithfulness.json").read_text())
+    assert list(rep["methods"]) == ["agreement"] + [f"agreement:{n}" for n in convs]
+    assert fa.build_parser().parse_args([]).methods[0] == "gain"
     assert fa.main(["--model", "fmnist-gatta-toy", "--n", "3", "--methods", "agreement:fc", "--out", str(out)]) == 2
     assert "'fc' is not a GAttA conv layer of fmnist_gatta_toy" in capsys.readouterr().err
 
@@ -467,3 +523,21 @@ def test_perturbed_images_are_what_the_curve_scores_and_examples_print_those_pro
                              f"ins 25%: p={c_ins[1]:.2f}", f"ins 50%: p={c_ins[2]:.2f}"]
     assert len(titles[0]) == 8
     metric_plots.plt.close("all")
+
+
+def test_compare_with_captum_ranks_the_gain_map_by_default(toy):
+    torch.manual_seed(5)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        toy.alpha_of("conv2").fill_(-0.5)
+    try:
+        gain = gv.compare_with_captum(toy, x, [1, 2], layers=["conv1", "conv2"], ig_steps=4)
+        raw = gv.compare_with_captum(toy, x, [1, 2], layers=["conv1", "conv2"], ig_steps=4, gain=False)
+    finally:
+        with torch.no_grad():
+            toy.alpha_of("conv2").fill_(0.3)
+    assert {r["map"] for r in gain} == {"gain"} and {r["map"] for r in raw} == {"agreement"}
+    for g, r in zip(gain, raw):
+        sign = -1.0 if g["layer"] == "conv2" else 1.0  # alpha < 0 reverses the ranking; alpha > 0 keeps it
+        for k in ("gradcam", "integrated_gradients", "saliency"):
+            assert g[k] == pytest.approx(sign * r[k], abs=1e-9)

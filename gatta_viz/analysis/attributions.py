@@ -1,4 +1,5 @@
-"""Attributions through captum (Grad-CAM, Integrated Gradients, Saliency) and their rank correlation with agreement maps.
+"""Attributions through captum (Grad-CAM, Integrated Gradients, Saliency) and their rank correlation with GAttA maps
+(the gain map alpha x agreement by default).
 
 On a GAttA model every backbone layer runs twice. captum's layer methods record the layer's *last*
 call, i.e. its pass-2 output (the activation before GAttA's modulation of that layer, after the
@@ -13,6 +14,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerGradCam, Saliency
 from torch import nn
 
+from .checks import check_model_input, unknown_name_message
 from .heatmaps import upsample
 
 __all__ = ["backbone_layer", "gradcam", "integrated_gradients", "saliency", "rank_correlation", "compare_with_captum"]
@@ -25,7 +27,7 @@ def backbone_layer(model: nn.Module, name: str) -> nn.Module:
     root = getattr(model, "backbone", model)
     modules = dict(root.named_modules())
     if name not in modules or not name:
-        raise ValueError(f"no layer {name!r} in {type(root).__name__}")
+        raise ValueError(unknown_name_message("layer", name, list(modules), type(root).__name__))
     return modules[name]
 
 
@@ -50,6 +52,7 @@ def gradcam(model: nn.Module, x: torch.Tensor, layer: str, target: Target, relu:
     Returns:
         (B, h, w) maps at the layer's resolution.
     """
+    x = check_model_input(x, "gradcam input")
     cam = LayerGradCam(model, backbone_layer(model, layer)).attribute(x, target=_target(target, x.shape[0]), relu_attributions=relu)
     return cam.detach().sum(1).cpu().numpy()
 
@@ -61,6 +64,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target, n_st
     Returns:
         (B, H, W) attributions.
     """
+    x = check_model_input(x, "integrated_gradients input")
     ig = IntegratedGradients(model)
     attr = ig.attribute(x, baselines=baseline if baseline is not None else torch.zeros_like(x),
                         target=_target(target, x.shape[0]), n_steps=n_steps, internal_batch_size=internal_batch_size)
@@ -69,6 +73,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target, n_st
 
 def saliency(model: nn.Module, x: torch.Tensor, target: Target) -> np.ndarray:
     """captum ``Saliency``: |d logit / d pixel|, max over channels. Returns (B, H, W)."""
+    x = check_model_input(x, "saliency input")
     attr = Saliency(model).attribute(x.clone().requires_grad_(True), target=_target(target, x.shape[0]), abs=True)
     return attr.detach().amax(1).cpu().numpy()
 
@@ -107,37 +112,43 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare_with_captum(model: nn.Module, x: torch.Tensor, target: Target, layers: Optional[Sequence[str]] = None,
-                        ig_steps: int = 50) -> List[Dict[str, float]]:
-    """Spearman correlation between each conv layer's agreement map and Grad-CAM (same layer), IG and Saliency.
+                        ig_steps: int = 50, gain: bool = True) -> List[Dict[str, float]]:
+    """Spearman correlation between each conv layer's map and Grad-CAM (same layer), IG and Saliency.
 
     Args:
         model: a GAttA model.
-        x: inputs (B, C, H, W).
+        x: inputs (B, C, H, W), float, normalised like the training data.
         target: class per image (e.g. the predicted class).
         layers: conv layers (default: all).
         ig_steps: Integrated Gradients steps.
+        gain: compare the gain map alpha x agreement (default; > 0 where pass 2 boosts) or, with False, raw
+            agreement, whose sign is set by training (so its correlations flip sign with it). A layer with
+            alpha = 0 has a constant gain map: its correlations are NaN.
     Returns:
-        One row per (image, layer): ``image, layer, gradcam, integrated_gradients, saliency``.
+        One row per (image, layer): ``image, layer, map`` ("gain" or "agreement"), ``gradcam``,
+        ``integrated_gradients``, ``saliency``.
     """
     if not hasattr(model, "trace"):
         raise ValueError("compare_with_captum needs a GAttA model (one with .trace)")
+    x = check_model_input(x, "compare_with_captum input")
     with torch.no_grad():
         tr = model.trace(x)
     convs = [n for n, lt in tr.layers.items() if lt.kind == "conv"]
     layers = list(layers) if layers is not None else convs
+    for name in layers:
+        if name not in convs:
+            raise ValueError(f"{name!r} is not a conv layer of this model; conv layers: {convs}")
     ig = integrated_gradients(model, x, target, n_steps=ig_steps)
     sal = saliency(model, x, target)
     rows = []
     for name in layers:
-        if name not in convs:
-            raise ValueError(f"{name!r} is not a conv layer of this model; conv layers: {convs}")
         cams = gradcam(model, x, name, target)
-        agree = tr.agreement(name).cpu().numpy()
+        m = tr.layers[name].map(gain).cpu().numpy()
         for i in range(x.shape[0]):
             rows.append({
-                "image": i, "layer": name,
-                "gradcam": rank_correlation(agree[i], cams[i]),
-                "integrated_gradients": rank_correlation(agree[i], ig[i]),
-                "saliency": rank_correlation(agree[i], sal[i]),
+                "image": i, "layer": name, "map": "gain" if gain else "agreement",
+                "gradcam": rank_correlation(m[i], cams[i]),
+                "integrated_gradients": rank_correlation(m[i], ig[i]),
+                "saliency": rank_correlation(m[i], sal[i]),
             })
     return rows

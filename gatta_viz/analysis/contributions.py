@@ -45,18 +45,20 @@ def _probs(logits: torch.Tensor, target: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def ablation_scores(model, x: torch.Tensor, target, layers: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+def ablation_scores(model, x: torch.Tensor, target, layers: Optional[Sequence[str]] = None,
+                    reference: Optional[torch.Tensor] = None) -> Dict[str, np.ndarray]:
     """Change of the target-class probability when one layer's modulation is switched off.
 
     score(layer) = p(target | full model) - p(target | alpha_layer = 0, other layers unchanged).
     Positive: that layer's attention supported the target class. A layer whose alpha is already
-    0 scores exactly 0 (the two forwards are the same computation).
+    0 scores exactly 0 (the two forwards are the same computation). One batched forward per layer.
 
     Args:
         model: a GAttA model.
         x: inputs (B, C, H, W).
         target: class per image (int or (B,) tensor).
         layers: which layers (default: all).
+        reference: the full model's pass-2 logits on ``x`` if already computed (saves one forward).
     Returns:
         layer name -> (B,) float64 array.
     """
@@ -64,7 +66,9 @@ def ablation_scores(model, x: torch.Tensor, target, layers: Optional[Sequence[st
         raise ValueError("ablation_scores needs a GAttA model (one with .trace)")
     t = torch.as_tensor(target, dtype=torch.long, device=x.device).reshape(-1)
     t = t.expand(x.shape[0]) if t.numel() == 1 else t
-    full = _probs(model.trace(x).logits_pass2, t)
+    if reference is not None and tuple(reference.shape[:1]) != (x.shape[0],):
+        raise ValueError(f"reference logits have {reference.shape[0]} rows for {x.shape[0]} images")
+    full = _probs(reference if reference is not None else model.trace(x).logits_pass2, t)
     out = {}
     for name in layers if layers is not None else model.layer_names:
         off = _probs(model.trace(x, alpha_override={name: 0.0}).logits_pass2, t)

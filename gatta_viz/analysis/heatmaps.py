@@ -1,4 +1,6 @@
-"""Agreement maps as heatmaps: upsampling to the input size and signed/rectified, per-layer/joint normalisation."""
+"""Maps as heatmaps: upsampling to the input size and signed/rectified, per-layer/joint normalisation.
+
+The default map is the gain map alpha x agreement (see :mod:`gatta_viz.analysis.style`)."""
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -9,7 +11,7 @@ import torch.nn.functional as F
 
 from ..core.trace import GAttATrace
 
-__all__ = ["upsample", "normalize", "conv_heatmaps"]
+__all__ = ["upsample", "normalize", "normalize_with_scales", "conv_heatmaps"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -39,20 +41,13 @@ def upsample(maps: ArrayLike, size: Tuple[int, int]) -> np.ndarray:
     return out[0] if squeeze else out
 
 
-def normalize(maps: Dict[str, np.ndarray], signed: bool = True, joint: bool = False) -> Dict[str, np.ndarray]:
-    """Scale maps for display.
+def normalize_with_scales(maps: Dict[str, np.ndarray], signed: bool = True,
+                          joint: bool = False) -> Tuple[Dict[str, np.ndarray], Dict[str, float]]:
+    """:func:`normalize`, also returning the divisor used for every map (what +1 stands for).
 
-    signed: ``x / max|x|`` -> [-1, 1]; 0 stays 0, so a diverging colormap centred at 0 shows agreement
-    (> 0) and disagreement (< 0). rectified (``signed=False``): ``max(x, 0) / max`` -> [0, 1].
-    ``joint=True`` uses one scale for all maps (layers become comparable); otherwise each map has its own.
-    A map that is all zero (or all negative when rectified) becomes zeros, never NaN.
-
-    Args:
-        maps: name -> array of any shape.
-        signed: keep the sign (True) or rectify (False).
-        joint: one scale across all maps.
     Returns:
-        name -> float32 array of the same shape.
+        (name -> scaled float32 array, name -> scale); a scale is 0 for a map that is all zero (or all
+        negative when rectified), whose scaled map is then zeros.
     """
     prepared = {k: (np.asarray(v, dtype=np.float32) if signed else np.maximum(np.asarray(v, dtype=np.float32), 0)) for k, v in maps.items()}
     for k, v in prepared.items():
@@ -62,12 +57,32 @@ def normalize(maps: Dict[str, np.ndarray], signed: bool = True, joint: bool = Fa
     def scale(v: np.ndarray) -> float:
         return float(np.abs(v).max()) if v.size else 0.0
 
-    joint_scale = max((scale(v) for v in prepared.values()), default=0.0)
-    out = {}
+    own = {k: scale(v) for k, v in prepared.items()}
+    joint_scale = max(own.values(), default=0.0)
+    out, scales = {}, {}
     for k, v in prepared.items():
-        s = joint_scale if joint else scale(v)
+        s = joint_scale if joint else own[k]
+        scales[k] = s
         out[k] = (v / s).astype(np.float32) if s > 0 else np.zeros_like(v, dtype=np.float32)
-    return out
+    return out, scales
+
+
+def normalize(maps: Dict[str, np.ndarray], signed: bool = True, joint: bool = False) -> Dict[str, np.ndarray]:
+    """Scale maps for display.
+
+    signed: ``x / max|x|`` -> [-1, 1]; 0 stays 0, so a diverging colormap centred at 0 shows positive
+    (boosted, for gain maps) and negative (suppressed) values. rectified (``signed=False``): ``max(x, 0) / max``
+    -> [0, 1]. ``joint=True`` uses one scale for all maps (layers become comparable); otherwise each map has its
+    own. A map that is all zero (or all negative when rectified) becomes zeros, never NaN.
+
+    Args:
+        maps: name -> array of any shape.
+        signed: keep the sign (True) or rectify (False).
+        joint: one scale across all maps.
+    Returns:
+        name -> float32 array of the same shape.
+    """
+    return normalize_with_scales(maps, signed, joint)[0]
 
 
 def conv_heatmaps(
@@ -77,8 +92,9 @@ def conv_heatmaps(
     signed: bool = True,
     joint: bool = False,
     layers: Optional[Sequence[str]] = None,
+    gain: bool = True,
 ) -> Dict[str, np.ndarray]:
-    """Normalised agreement maps of one image's conv layers, upsampled to the input size.
+    """Normalised maps of one image's conv layers, upsampled to the input size.
 
     Normalisation happens after upsampling, so values are in [-1, 1] (signed) or [0, 1].
 
@@ -88,6 +104,8 @@ def conv_heatmaps(
         size: input (height, width).
         signed, joint: see :func:`normalize`.
         layers: subset of conv layers (default: all conv layers, in forward order).
+        gain: the gain map alpha x agreement (default: > 0 boosted by pass 2, < 0 suppressed); False gives
+            raw agreement, whose sign is set by training.
     Returns:
         layer name -> (H, W) float32 array.
     """
@@ -97,5 +115,5 @@ def conv_heatmaps(
         if unknown:
             raise ValueError(f"not conv layers of this trace: {unknown}; conv layers are {names}")
         names = [n for n in names if n in layers]
-    raw = {n: upsample(trace.layers[n].agreement[index], size) for n in names}
+    raw = {n: upsample(trace.layers[n].map(gain)[index], size) for n in names}
     return normalize(raw, signed=signed, joint=joint)

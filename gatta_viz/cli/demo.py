@@ -1,7 +1,7 @@
 """``gatta-viz demo``: the main job. Explain the sample images with the bundled default model.
 
-Writes, into ``--out``: per image a Fig.-3 PNG, per-layer overlays, raw maps (.npz) and a JSON summary
-(via the explain command), plus ``alphas.png``; prints each image's true class (from its file name),
+Writes, into ``--out``: per image a Fig.-3 PNG (gain maps alpha x agreement; ``--raw`` for raw agreement),
+per-layer overlays, raw maps (.npz) and a JSON summary (via the explain command), plus ``alphas.png``; prints each image's true class (from its file name),
 the predictions of pass 1 and pass 2, and the accuracy on the samples.
 """
 from __future__ import annotations
@@ -12,15 +12,17 @@ import sys
 import tempfile
 from typing import List, Optional
 
+import torch
 from PIL import Image
 
-from ..models.checkpoint import DEFAULT_MODEL, load_model
-from .explain import collect_files, explain_files
+from ..models.checkpoint import DEFAULT_MODEL
+from .explain import auto_threads, collect_files, explain_files, resolve_model
 from ..analysis.figures import alpha_bars, save_figure
 
 __all__ = ["SAMPLES_DIR", "build_parser", "run"]
 
-SAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample_images", "fashion-mnist")
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # gatta_viz/cli/demo.py -> repo
+SAMPLES_DIR = os.path.join(_REPO, "sample_images", "fashion-mnist")
 
 
 def _fallback_samples(n: int = 12) -> str:
@@ -49,12 +51,13 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--out", default="demo_out", help="output directory")
     p.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or checkpoint path")
     p.add_argument("--images", default=None, help="images folder (default: the repo's sample_images/fashion-mnist)")
+    p.add_argument("--raw", action="store_true", help="maps of raw agreement (sign set by training) instead of alpha x agreement")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        lm = load_model(args.model)
+        lm = resolve_model(args.model)
         if not lm.is_gatta:
             raise ValueError(f"model {lm.name} has no GAttA layers; the demo needs a GAttA model")
     except (ValueError, FileNotFoundError) as e:
@@ -68,7 +71,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {lm.name}: {lm.meta.get('dataset', '?')}, input {lm.preprocess['channels']}x"
           f"{lm.preprocess['size'][0]}x{lm.preprocess['size'][1]}; alphas "
           + ", ".join(f"{k}={v:+.3f}" for k, v in lm.model.alphas.items()))
-    records, errors = explain_files(lm, files, args.out, label_of=lambda p: _true_label(p, lm.classes))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(auto_threads(lm))
+    try:
+        records, errors = explain_files(lm, files, args.out, label_of=lambda p: _true_label(p, lm.classes),
+                                        gain=not args.raw)
+    finally:
+        torch.set_num_threads(previous)
     save_figure(alpha_bars(lm.model.alphas), os.path.join(args.out, "alphas.png"))
     print(f"\n{'image':34s} {'true':12s} {'pass 1':12s} {'pass 2 (output)':22s}")
     correct = known = 0

@@ -1,26 +1,60 @@
-"""``gatta-viz explain IMAGE_OR_DIR ... --out DIR``: per image a Fig.-3 PNG, overlays per layer, raw maps (.npz), JSON.
+"""``gatta-viz explain IMAGE_OR_DIR ... --out DIR``: per image a Fig.-3 figure, overlays per layer, maps (.npz), JSON.
 
-Unreadable files are reported on stderr (file and problem) and skipped; everything else is still
-written, and the exit code is 1 when any file failed (0 when all succeeded, 2 on bad options).
+Maps show alpha x agreement by default (> 0 boosted by pass 2, < 0 suppressed; the same in every trained
+model); ``--raw`` shows raw agreement, whose sign is set by training. Per image it writes ``STEM_fig3.png``
+(or .pdf/.svg), ``STEM_overlay_LAYER.png`` (at the model input's resolution, what the model saw),
+``STEM_overlay_LAYER_original.png`` (over the original image at its own resolution and colours, when it differs
+from the model input), ``STEM_maps.npz`` and
+``STEM.json``; plus ``index.json`` for the run. Unreadable files are reported on stderr (file and problem) and
+skipped; everything else is still written, and the exit code is 1 when any file failed (0 when all
+succeeded, 2 on bad options).
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import re
 import sys
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+import warnings
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from tqdm import tqdm
 
-from ..models.checkpoint import DEFAULT_MODEL, LoadedModel, load_model
-from ..analysis.explanation import Explanation, explain
-from ..analysis.figures import save_figure
+from ..analysis.checks import UntrainedGAttAWarning, is_untrained, untrained_message
+from ..analysis.explanation import Explanation, explain_batch
+from ..analysis.figures import FIGURE_FORMATS, LAYOUTS, Fig3Renderer
+from ..analysis.overlays import check_cmap
+from ..analysis.style import DEFAULT_CMAP
 from ..data.preprocess import IMAGE_EXTENSIONS, ImageError, PreparedImage, load_image, prepare_image
+from ..models.checkpoint import BUNDLED, DEFAULT_MODEL, LoadedModel, load_model
 
-__all__ = ["collect_files", "write_explanation", "explain_files", "build_parser", "run"]
+__all__ = ["collect_files", "collect_inputs", "resolve_model", "auto_threads", "write_explanation", "explain_files",
+           "build_parser", "run"]
+
+
+def resolve_model(name_or_path: str) -> LoadedModel:
+    """Load a bundled model by name or a checkpoint by path; an unknown name lists the bundled ones.
+
+    Raises:
+        ValueError: neither a bundled name nor an existing file (the message lists the bundled names and
+            close matches), or an unreadable checkpoint.
+    """
+    if name_or_path not in BUNDLED and not os.path.exists(name_or_path):
+        close = difflib.get_close_matches(name_or_path, list(BUNDLED), n=3, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown model {name_or_path!r}: not a bundled model nor a checkpoint file{hint} "
+                         f"(bundled models: {', '.join(BUNDLED)})")
+    return load_model(name_or_path)
+
+
+def auto_threads(loaded: LoadedModel) -> int:
+    """Torch threads for explaining with this model: 1 for small inputs (<= 64 x 64 pixels), where splitting
+    each small operation over threads costs more than it saves; torch's default otherwise."""
+    h, w = (int(s) for s in loaded.preprocess.get("size", (224, 224)))
+    return 1 if h * w <= 64 * 64 else torch.get_num_threads()
 
 
 def collect_files(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
@@ -29,16 +63,36 @@ def collect_files(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
     Returns:
         (files, missing): paths to process and inputs that do not exist.
     """
-    files, missing = [], []
+    found, missing = collect_inputs(inputs)
+    return [p for p, _ in found], missing
+
+
+def collect_inputs(inputs: Sequence[str]) -> Tuple[List[Tuple[str, str]], List[str]]:
+    """Expand files and directories like :func:`collect_files`, naming each file for messages and ``index.json``.
+
+    A file given directly is named as given; a file found in a directory by its path relative to that
+    directory (``sub/x.png``); if two inputs would give two different files one name, those files are named by
+    their full path as found instead, so no name stands for two files.
+
+    Returns:
+        ([(path, name), ...], missing inputs).
+    """
+    found, missing = [], []
     for p in inputs:
         if os.path.isdir(p):
             for root, _, names in sorted(os.walk(p)):
-                files += [os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS)]
+                for n in sorted(names):
+                    if n.lower().endswith(IMAGE_EXTENSIONS):
+                        path = os.path.join(root, n)
+                        found.append((path, os.path.relpath(path, p)))
         elif os.path.isfile(p):
-            files.append(p)
+            found.append((p, p))
         else:
             missing.append(p)
-    return files, missing
+    paths_of: Dict[str, set] = {}
+    for path, name in found:
+        paths_of.setdefault(name, set()).add(os.path.realpath(path))
+    return [(path, name if len(paths_of[name]) == 1 else path) for path, name in found], missing
 
 
 def _stem(path: str, used: Dict[str, int]) -> str:
@@ -47,14 +101,44 @@ def _stem(path: str, used: Dict[str, int]) -> str:
     return s if used[s] == 1 else f"{s}_{used[s]}"
 
 
-def write_explanation(ex: Explanation, out_dir: str, stem: str, source: str, cmap: str = "RdBu_r", opacity: float = 0.5) -> Dict[str, str]:
-    """Write figure, overlays, npz and JSON for one explanation. Returns name -> written path."""
+class _Renderers:
+    """One :class:`Fig3Renderer` per figure structure, reused across images (building costs more than drawing)."""
+
+    def __init__(self, cmap: str, layout: str) -> None:
+        self.cmap, self.layout = cmap, layout
+        self.current: Optional[Fig3Renderer] = None
+
+    def get(self, ex: Explanation) -> Fig3Renderer:
+        layers = list(ex.heatmaps)
+        r = self.current
+        if r is None or not r.matches(ex.trace, ex.classes, ex.signed, ex.joint, self.cmap, ex.gain, self.layout, layers) \
+                or r.image_shape != ex.image.shape[:2]:
+            r = Fig3Renderer(ex.trace, ex.classes, ex.signed, ex.joint, self.cmap, ex.gain, self.layout, layers,
+                             image_shape=ex.image.shape[:2])
+            self.current = r
+        return r
+
+
+def write_explanation(ex: Explanation, out_dir: str, stem: str, source: str, cmap: str = DEFAULT_CMAP,
+                      opacity: float = 0.5, fmt: str = "png", dpi: int = 150, layout: str = "double",
+                      renderers: Optional[_Renderers] = None) -> Dict[str, str]:
+    """Write figure, overlays (input and original resolution), npz and JSON for one explanation.
+
+    Returns:
+        name -> written path.
+    """
     os.makedirs(out_dir, exist_ok=True)
-    written = {"figure": save_figure(ex.figure(cmap), os.path.join(out_dir, f"{stem}_fig3.png"))}
+    renderers = renderers or _Renderers(cmap, layout)
+    r = renderers.get(ex)
+    r.update(ex.image, ex.trace, 0, ex.true_label)
+    written = {"figure": r.save(os.path.join(out_dir, f"{stem}_fig3.{fmt}"), dpi=dpi)}
     for layer, img in ex.overlays(cmap, opacity).items():
-        p = os.path.join(out_dir, f"{stem}_overlay_{layer}.png")
-        img.save(p)
-        written[f"overlay_{layer}"] = p
+        written[f"overlay_{layer}"] = p = os.path.join(out_dir, f"{stem}_overlay_{layer}.png")
+        img.save(p, compress_level=1)
+    if ex.original_differs():  # a 28x28 greyscale sample is its own model input: no second copy
+        for layer, img in ex.overlays(cmap, opacity, on="original").items():
+            written[f"overlay_{layer}_original"] = p = os.path.join(out_dir, f"{stem}_overlay_{layer}_original.png")
+            img.save(p, compress_level=1)
     written["maps"] = os.path.join(out_dir, f"{stem}_maps.npz")
     ex.to_npz(written["maps"])
     summary = {"source": source, **ex.summary()}
@@ -64,65 +148,113 @@ def write_explanation(ex: Explanation, out_dir: str, stem: str, source: str, cma
     return written
 
 
-def explain_files(loaded: LoadedModel, files: Sequence[str], out_dir: str, layers=None, signed: bool = True,
-                  joint: bool = False, batch_size: int = 16, cmap: str = "RdBu_r", opacity: float = 0.5,
-                  gradcam: bool = False, progress: bool = True, gain: bool = False,
-                  label_of: Optional[Callable[[str], Optional[int]]] = None) -> Tuple[List[Dict], List[ImageError]]:
-    """Explain many files: decode a batch, explain each image, write its outputs.
+def explain_files(loaded: LoadedModel, files: Sequence[Union[str, Tuple[str, str]]], out_dir: str, layers=None, signed: bool = True,
+                  joint: bool = False, batch_size: int = 16, cmap: str = DEFAULT_CMAP, opacity: float = 0.5,
+                  gradcam: bool = False, progress: bool = True, gain: bool = True,
+                  label_of: Optional[Callable[[str], Optional[int]]] = None, fmt: str = "png", dpi: int = 150,
+                  layout: str = "double") -> Tuple[List[Dict], List[ImageError]]:
+    """Explain many files: decode a batch, explain it with one trace (and one ablation forward per layer), write
+    each image's outputs.
 
-    ``label_of(path)`` may give an image's true class index (shown in the figure and the JSON).
-
+    Args:
+        loaded: a GAttA model from ``load_model``.
+        files: image paths, or (path, name) pairs from :func:`collect_inputs` (the name is used in messages,
+            in the error list and in each record's ``name``).
+        out_dir: output directory.
+        layers, signed, joint, gradcam, gain: as in :func:`gatta_viz.analysis.explanation.explain` (gain map by
+            default; ``gain=False`` for raw agreement).
+        batch_size: images per trace.
+        cmap, opacity: colours of maps and overlays.
+        progress: show a tqdm bar (messages about skipped files are printed above it).
+        label_of: ``label_of(path)`` may give an image's true class index (shown in the figure and the JSON).
+        fmt: figure format, ``png``, ``pdf`` or ``svg``.
+        dpi: figure resolution (PNG, and images inside PDF/SVG).
+        layout: ``double`` (7.2 in wide) or ``single`` (3.5 in) figure.
     Returns:
         (records, errors): one record per written image (source, prediction, paths), and the files that failed.
     """
+    if fmt not in FIGURE_FORMATS:
+        raise ValueError(f"figure format must be one of {FIGURE_FORMATS}, got {fmt!r}")
     records, errors = [], []
     used: Dict[str, int] = {}
+    renderers = _Renderers(cmap, layout)
     bar = tqdm(total=len(files), desc="explain", disable=not progress, unit="img")
-    for s in range(0, len(files), max(1, batch_size)):
+    items = [(f, f) if isinstance(f, str) else (f[0], f[1]) for f in files]
+    names = dict(items)
+    for s in range(0, len(items), max(1, batch_size)):
         batch: List[Tuple[str, PreparedImage]] = []
-        for path in files[s : s + batch_size]:
+        for path, name in items[s : s + max(1, batch_size)]:
             try:
-                batch.append((path, prepare_image(load_image(path), loaded.preprocess)))
+                batch.append((path, prepare_image(load_image(path, name=name), loaded.preprocess)))
             except ImageError as e:
                 errors.append(e)
-                print(f"skipped {e}", file=sys.stderr)
+                tqdm.write(f"skipped {e}", file=sys.stderr)
                 bar.update(1)
-        for path, prep in batch:
-            true = label_of(path) if label_of else None
-            ex = explain(loaded, prep, layers=layers, signed=signed, joint=joint, gradcam=gradcam, true_label=true,
-                         gain=gain)
-            paths = write_explanation(ex, out_dir, _stem(path, used), path, cmap, opacity)
-            records.append({"source": path, "prediction": ex.prediction, "pass1": ex.top_pass1[0], "files": paths})
+        if not batch:
+            continue
+        labels = [label_of(p) if label_of else None for p, _ in batch]
+        exs = explain_batch(loaded, [prep for _, prep in batch], layers=layers, signed=signed, joint=joint,
+                            gradcam=gradcam, true_label=labels, gain=gain)
+        for (path, _), ex in zip(batch, exs):
+            paths = write_explanation(ex, out_dir, _stem(path, used), path, cmap, opacity, fmt, dpi, layout, renderers)
+            records.append({"source": path, "name": names[path], "prediction": ex.prediction, "pass1": ex.top_pass1[0],
+                            "files": paths})
             bar.update(1)
     bar.close()
     return records, errors
 
 
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
-    p = parser or argparse.ArgumentParser(prog="gatta-viz explain", description=__doc__)
+    """Arguments of ``gatta-viz explain``."""
+    p = parser or argparse.ArgumentParser(prog="gatta-viz explain", description=__doc__,
+                                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("inputs", nargs="+", help="image files and/or directories")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--model", default=None, help=f"bundled model name (default {DEFAULT_MODEL})")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name ({', '.join(BUNDLED)}) or checkpoint path")
     p.add_argument("--checkpoint", default=None, help="checkpoint path (instead of --model)")
     p.add_argument("--layers", nargs="+", default=None, help="conv layers to show (default: all GAttA conv layers)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="images per trace")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--signed", dest="signed", action="store_true", default=True, help="diverging maps centred at 0 (default)")
-    g.add_argument("--rectified", dest="signed", action="store_false", help="positive agreement only")
+    g.add_argument("--signed", dest="signed", action="store_true", default=True, help="diverging maps centred at 0")
+    g.add_argument("--rectified", dest="signed", action="store_false",
+                   help="positive values only (boosted positions; with --raw, agreement > 0)")
     p.add_argument("--joint", action="store_true", help="one colour scale across layers (default: one per layer)")
-    p.add_argument("--gain", action="store_true",
-                   help="show alpha x agreement (what each layer boosts) instead of raw agreement, whose sign is a "
-                        "convention of training")
-    p.add_argument("--cmap", default="RdBu_r")
-    p.add_argument("--opacity", type=float, default=0.5)
+    m = p.add_mutually_exclusive_group()
+    m.add_argument("--raw", action="store_true",
+                   help="show raw agreement (sign set by training) instead of the gain map alpha x agreement")
+    m.add_argument("--gain", action="store_true",
+                   help="show the gain map alpha x agreement (the default; kept for old scripts)")
+    p.add_argument("--cmap", default=DEFAULT_CMAP, help="matplotlib colormap of the maps (a diverging one)")
+    p.add_argument("--opacity", type=float, default=0.5, help="weight of the map in the overlays, 0 to 1")
     p.add_argument("--gradcam", action="store_true", help="also store captum Grad-CAM maps in the .npz")
+    p.add_argument("--format", dest="fmt", choices=FIGURE_FORMATS, default="png", help="figure file format")
+    p.add_argument("--dpi", type=int, default=150,
+                   help="figure resolution (PNG, and images inside PDF/SVG); 300 for print")
+    p.add_argument("--layout", choices=tuple(LAYOUTS), default="double",
+                   help="figure width: double = 7.2 in (two journal columns), single = 3.5 in (one column)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads; 0 = automatic (1 for inputs up to 64x64 pixels, torch's default otherwise)")
     return p
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Validate options that need no model (before the model is loaded). Raises ValueError."""
+    check_cmap(args.cmap)
+    if not 0 <= args.opacity <= 1:
+        raise ValueError(f"--opacity must be in [0, 1], got {args.opacity}")
+    if args.dpi <= 0:
+        raise ValueError(f"--dpi must be positive, got {args.dpi}")
+    if args.batch_size <= 0:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the explain command. Returns 0 (all written), 1 (some files failed) or 2 (bad options/model)."""
     try:
-        loaded = load_model(args.checkpoint or args.model or DEFAULT_MODEL)
+        _check_options(args)
+        loaded = resolve_model(args.checkpoint or args.model or DEFAULT_MODEL)
         if not loaded.is_gatta:
             raise ValueError(f"model {loaded.name} has no GAttA layers; choose a GAttA model")
         if args.layers:
@@ -130,21 +262,31 @@ def run(args: argparse.Namespace) -> int:
             if bad:
                 conv = [n for n, k in loaded.model.layer_kinds.items() if k == "conv"]
                 raise ValueError(f"--layers {bad} are not conv GAttA layers of {loaded.name}; choose from {conv}")
-        if not 0 <= args.opacity <= 1:
-            raise ValueError(f"--opacity must be in [0, 1], got {args.opacity}")
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    files, missing = collect_files(args.inputs)
+    files, missing = collect_inputs(args.inputs)
     for m in missing:
         print(f"skipped {m}: no such file or directory", file=sys.stderr)
     if not files and not missing:
         print("error: no image files found in the inputs", file=sys.stderr)
         return 2
-    torch.set_grad_enabled(True)
-    records, errors = explain_files(loaded, files, args.out, args.layers, args.signed, args.joint, args.batch_size,
-                                    args.cmap, args.opacity, args.gradcam, gain=args.gain)
-    index = {"model": loaded.name, "written": records, "failed": [{"file": e.name, "problem": e.problem} for e in errors]
+    threads = args.threads or auto_threads(loaded)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    if is_untrained(loaded.model.alphas):
+        print(f"warning: {loaded.name}: {untrained_message(not args.raw)}", file=sys.stderr)
+    try:
+        with torch.enable_grad(), warnings.catch_warnings():  # captum's Grad-CAM needs autograd
+            warnings.simplefilter("ignore", UntrainedGAttAWarning)  # said once above, in words
+            records, errors = explain_files(loaded, files, args.out, args.layers, args.signed, args.joint,
+                                            args.batch_size, args.cmap, args.opacity, args.gradcam, gain=not args.raw,
+                                            fmt=args.fmt, dpi=args.dpi, layout=args.layout)
+    finally:
+        torch.set_num_threads(previous)
+    index = {"model": loaded.name, "maps": "raw agreement (sign set by training)" if args.raw else "alpha x agreement",
+             "threads": threads, "written": records,
+             "failed": [{"file": e.name, "problem": e.problem} for e in errors]
              + [{"file": m, "problem": "no such file or directory"} for m in missing]}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "index.json"), "w") as f:

@@ -1,4 +1,5 @@
-"""``gatta-viz faithfulness``: deletion/insertion AUC of agreement maps vs Grad-CAM vs random.
+"""``gatta-viz faithfulness``: deletion/insertion AUC of gain maps (alpha x agreement), raw agreement maps,
+Grad-CAM and a random map.
 
 Compares maps on the first N test images of the model's data set; writes ``faithfulness.json``,
 ``faithfulness.png`` (mean curves) and ``examples.png`` (test image 0 as the curves show it to the model).
@@ -19,22 +20,25 @@ from ..data.datasets import load_dataset
 from ..metrics.faithfulness import (
     METHODS, _check_patch, example_panels, explain_func, faithfulness_report, parse_method, report_table,
 )
-from ..models.checkpoint import DEFAULT_MODEL, load_model
+from ..models.checkpoint import DEFAULT_MODEL
+from .explain import resolve_model
 
 __all__ = ["build_parser", "run", "main"]
 
 
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="gatta-viz faithfulness", description=__doc__)
-    p.add_argument("--model", default=None, help="bundled model name (default: fmnist-gatta-resnet)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or checkpoint path")
     p.add_argument("--checkpoint", default=None, help="checkpoint path (instead of --model)")
     p.add_argument("--n", type=int, default=200, help="first N test images")
-    p.add_argument("--methods", nargs="+", default=["agreement", "gain", "total_gain", "gradcam", "random"],
-                   help=f"maps to compare: {', '.join(METHODS)}; agreement, gain and gradcam also as METHOD:LAYER")
+    p.add_argument("--methods", nargs="+", default=["gain", "agreement", "total_gain", "gradcam", "random"],
+                   help=f"maps to compare: {', '.join(METHODS)} (gain = alpha x agreement; agreement = raw "
+                        "agreement, sign set by training); gain, agreement and gradcam also as METHOD:LAYER")
     p.add_argument("--per-layer", action="store_true",
-                   help="also evaluate each GAttA conv layer's agreement map alone (agreement:LAYER)")
-    p.add_argument("--steps", type=int, default=28)
-    p.add_argument("--seed", type=int, default=0)
+                   help="also evaluate each GAttA conv layer's map alone: gain:LAYER and/or agreement:LAYER for "
+                        "whichever of gain and agreement is among --methods (gain if neither)")
+    p.add_argument("--steps", type=int, default=28, help="perturbation steps per curve")
+    p.add_argument("--seed", type=int, default=0, help="random-map and ROAD-noise seed")
     p.add_argument("--baseline", choices=("mean", "black", "road"), default="mean",
                    help="what a deleted pixel becomes: the dataset's mean intensity (0 after normalisation), "
                         "black (raw 0, Fashion-MNIST's background) or road (noisy linear imputation from the "
@@ -43,7 +47,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--patch", type=int, default=1,
                    help="perturb patch x patch regions ranked by their mean saliency "
                         "(region perturbation, Samek et al. 2017); 1 = single pixels")
-    p.add_argument("--out", default="results/faithfulness")
+    p.add_argument("--out", default="results/faithfulness", help="output directory")
     return p
 
 
@@ -53,12 +57,13 @@ def run(args: argparse.Namespace) -> int:
         _check_patch(args.patch)
         methods = list(args.methods)
         kinds = {parse_method(m)[0] for m in methods}
-        lm = load_model(args.checkpoint or args.model or DEFAULT_MODEL)
+        lm = resolve_model(args.checkpoint or args.model or DEFAULT_MODEL)
         if not lm.is_gatta and ({"agreement", "gain", "total_gain"} & kinds or args.per_layer):
             raise ValueError(f"model {lm.name} has no GAttA layers; drop agreement, gain, total_gain and --per-layer")
         convs = [n for n, k in getattr(lm.model, "layer_kinds", {}).items() if k == "conv"]
         if args.per_layer:
-            methods += [f"agreement:{n}" for n in convs if f"agreement:{n}" not in methods]
+            kinds_per_layer = [k for k in ("gain", "agreement") if k in kinds] or ["gain"]
+            methods += [f"{k}:{n}" for k in kinds_per_layer for n in convs if f"{k}:{n}" not in methods]
         for m in methods:
             method, layer = parse_method(m)
             if method != "gradcam" and layer is not None and layer not in convs:

@@ -19,12 +19,14 @@ filled by noisy linear imputation from the pixels that remain (:mod:`gatta_viz.m
 of the deletion mask leaks little into the image; insertion keeps the most salient pixels and fills the rest
 the same way (its first point, with nothing kept, is the mean image: 0 after normalisation).
 
-Maps are named ``method`` or ``method:layer`` (e.g. ``agreement:layer3``: that conv layer's map alone;
-``--per-layer`` adds one per GAttA conv layer). With ``random`` among the methods the report also holds,
+Maps are named ``method`` or ``method:layer`` (e.g. ``gain:layer3``: that conv layer's map alone;
+``--per-layer`` adds one per GAttA conv layer). ``gain`` is alpha x agreement (> 0 where pass 2 boosts; the
+same in every trained model); ``agreement`` is the raw map, whose sign is a convention of training (the name
+published result tables use). With ``random`` among the methods the report also holds,
 for every other map, the paired difference of its AUCs from the random map's on the same images.
 
 ``gatta-viz faithfulness --n 200 --out results/faithfulness`` (:mod:`gatta_viz.cli.faithfulness`) compares
-agreement maps, Grad-CAM and a random map on the first N Fashion-MNIST test images.
+gain maps, raw agreement maps, Grad-CAM and a random map on the first N Fashion-MNIST test images.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from ..analysis.attributions import gradcam, integrated_gradients, saliency
+from ..analysis.checks import check_model_input
 from ..analysis.heatmaps import normalize, upsample
 from .imputation import noisy_linear_impute
 from ..core.hooks import temporarily_eval
@@ -42,26 +45,29 @@ from ..core.hooks import temporarily_eval
 __all__ = ["METHODS", "agreement_saliency", "explain_func", "perturbation_curve", "perturbed_images", "auc", "faithfulness_report",
            "parse_method", "report_table", "example_panels"]
 
-METHODS = ("agreement", "gain", "total_gain", "gradcam", "random", "integrated_gradients", "saliency")
+# "gain" = alpha x agreement (the default map everywhere); "agreement" = raw agreement (sign set by training)
+METHODS = ("gain", "agreement", "total_gain", "gradcam", "random", "integrated_gradients", "saliency")
 
 
 @torch.no_grad()
-def agreement_saliency(model, x: torch.Tensor, layer: Optional[str] = None, gain: bool = False,
+def agreement_saliency(model, x: torch.Tensor, layer: Optional[str] = None, gain: bool = True,
                        scale_layers: bool = True) -> np.ndarray:
-    """A pixel-level map from agreement maps.
+    """A pixel-level map from a GAttA model's conv-layer maps.
 
-    Default (``layer=None``): the mean over conv layers of each layer's signed agreement map, upsampled
-    to the input size and scaled by its own max |value| per image, so every layer has an equal vote.
-    With ``layer``: that layer's upsampled map alone. With ``gain=True`` each layer's map is multiplied by
-    its alpha first (alpha * gatta = gain - 1): positive where the layer is up-regulated, whatever the
-    sign of alpha (with alpha < 0 the network boosts the positions that *disagree* with q_avg).
-    ``scale_layers=False`` skips the per-layer scaling: with ``gain=True`` that is the mean over layers of
-    gain - 1 ("total_gain": each layer weighs by how strongly it actually modulates).
+    Default (``layer=None``): the mean over conv layers of each layer's signed map, upsampled to the input
+    size and scaled by its own max |value| per image, so every layer has an equal vote. With ``layer``: that
+    layer's upsampled map alone. ``gain=True`` (default) uses the gain map alpha x agreement (= gain - 1):
+    positive where the layer is up-regulated, whatever the sign of alpha (with alpha < 0 the network boosts
+    the positions that *disagree* with q_avg). ``gain=False`` uses raw agreement, whose sign is a convention
+    of training. ``scale_layers=False`` skips the per-layer scaling: with ``gain=True`` that is the mean over
+    layers of gain - 1 ("total_gain": each layer weighs by how strongly it actually modulates).
 
     Returns:
         (B, H, W) float32.
     """
-    t = model.trace(x)
+    x = check_model_input(x, "agreement_saliency input")
+    with temporarily_eval(model):
+        t = model.trace(x)
     convs = [n for n, lt in t.layers.items() if lt.kind == "conv"]
     if layer is not None:
         if layer not in convs:
@@ -77,22 +83,29 @@ def agreement_saliency(model, x: torch.Tensor, layer: Optional[str] = None, gain
     return out
 
 
-def explain_func(model, inputs: torch.Tensor, targets, method: str = "agreement", layer: Optional[str] = None,
+def explain_func(model, inputs: torch.Tensor, targets, method: str = "gain", layer: Optional[str] = None,
                  seed: int = 0, **kwargs) -> np.ndarray:
     """Saliency maps shaped like the input with channels collapsed, for Quantus-style tools.
 
     Args:
         model: GAttA model (plain models: gradcam, random, integrated_gradients, saliency only).
-        inputs: (B, C, H, W) tensor or array.
+        inputs: (B, C, H, W) float tensor or array, normalised like the training data.
         targets: class per image.
-        method: one of ``METHODS``: "agreement" (raw signed agreement, as the paper plots it), "gain"
-            (alpha * agreement: where the modulation boosts), "total_gain" (alpha * agreement averaged over
-            layers without per-layer scaling), "gradcam", "random", "integrated_gradients", "saliency".
+        method: one of ``METHODS``. "gain" (default): alpha x agreement, where the modulation boosts (the same
+            in every trained model); "agreement": raw signed agreement as the paper plots it, whose sign is set
+            by training (kept under this name because published result tables use it); "total_gain":
+            alpha x agreement averaged over layers without per-layer scaling; "gradcam", "random",
+            "integrated_gradients", "saliency".
         layer: conv layer for "agreement"/"gain" (default: mean over layers) and "gradcam" (default: last GAttA conv layer).
         seed: for "random".
     Returns:
         (B, 1, H, W) float32 array.
     """
+    dtype = inputs.dtype if torch.is_tensor(inputs) else np.asarray(inputs).dtype
+    floating = dtype.is_floating_point if isinstance(dtype, torch.dtype) else np.issubdtype(dtype, np.floating)
+    if not floating:
+        name = str(dtype).replace("torch.", "")
+        raise ValueError(f"explain_func inputs: expected a float tensor normalised like the training data, got {name}")
     x = torch.as_tensor(inputs, dtype=torch.float32)
     size = tuple(x.shape[2:])
     target = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
@@ -283,7 +296,7 @@ def _mean_se(v: np.ndarray) -> Tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
 
 
-def faithfulness_report(model, x: torch.Tensor, methods: Sequence[str] = ("agreement", "gradcam", "random"),
+def faithfulness_report(model, x: torch.Tensor, methods: Sequence[str] = ("gain", "gradcam", "random"),
                         steps: int = 28, batch_size: int = 100, seed: int = 0,
                         baseline: Union[float, Sequence[float], str] = 0.0, patch: int = 1,
                         noise: float = 0.01) -> Dict[str, Any]:
