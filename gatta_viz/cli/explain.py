@@ -12,7 +12,6 @@ succeeded, 2 on bad options).
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import re
@@ -36,17 +35,11 @@ __all__ = ["collect_files", "collect_inputs", "resolve_model", "auto_threads", "
 
 
 def resolve_model(name_or_path: str) -> LoadedModel:
-    """Load a bundled model by name or a checkpoint by path; an unknown name lists the bundled ones.
+    """Load a bundled model by name or a checkpoint by path (``load_model``; an unknown name lists the bundled ones).
 
     Raises:
-        ValueError: neither a bundled name nor an existing file (the message lists the bundled names and
-            close matches), or an unreadable checkpoint.
+        FileNotFoundError, ValueError: see :func:`gatta_viz.load_model`.
     """
-    if name_or_path not in BUNDLED and not os.path.exists(name_or_path):
-        close = difflib.get_close_matches(name_or_path, list(BUNDLED), n=3, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown model {name_or_path!r}: not a bundled model nor a checkpoint file{hint} "
-                         f"(bundled models: {', '.join(BUNDLED)})")
     return load_model(name_or_path)
 
 

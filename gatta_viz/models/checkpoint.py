@@ -4,6 +4,7 @@ Loaded with ``torch.load(weights_only=True)``: no pickled code is ever executed.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -236,6 +237,14 @@ def load_model(
         norm_stats: see :func:`load_checkpoint`.
     Returns:
         A :class:`LoadedModel`.
+    Raises:
+        FileNotFoundError: neither a bundled name nor an existing file (the message lists the bundled names and
+            the closest match).
     """
+    if name_or_path not in BUNDLED and not os.path.exists(name_or_path):
+        close = difflib.get_close_matches(name_or_path, list(BUNDLED), n=3, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise FileNotFoundError(f"unknown model {name_or_path!r}: not a bundled model nor a checkpoint file{hint} "
+                                f"(bundled models: {', '.join(BUNDLED)})")
     path = bundled_path(name_or_path) if name_or_path in BUNDLED else name_or_path
     return load_checkpoint(path, device, norm_stats)
