@@ -39,7 +39,10 @@ _EXPORTS: Dict[str, List[str]] = {
     ],
     "data.datasets": ["ImageData", "load_dataset", "load_fashion_mnist"],
     "data.scenes": ["SceneData", "export_scenes", "make_scenes"],
-    "data.preprocess": ["ImageError", "PreparedImage", "load_image", "prepare_image", "to_model_input"],
+    "data.preprocess": [
+        "ImageError", "ImageLimits", "PreparedImage", "decoding_cost", "image_limits", "load_image", "prepare_image",
+        "to_model_input",
+    ],
     "training.export": ["export_checkpoint"],
     "training.cues": ["class_queries", "store_class_queries"],
     "training.recalibrate": ["recalibrate_checkpoint", "recalibrate_statistics"],

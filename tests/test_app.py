@@ -1,7 +1,11 @@
-"""The Streamlit app driven by streamlit's AppTest: predictions, layer panels, downloads, bad files, other models."""
+"""The Streamlit app driven by streamlit's AppTest: predictions, layer panels, legends, downloads, bad files,
+duplicate uploads, models (bundled, operator folder, uploaded), and renders from many sessions at once."""
 import io
 import os
+import shutil
 import struct
+import threading
+import time
 import zlib
 
 import numpy as np
@@ -15,6 +19,14 @@ import gatta_viz as gv
 APP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app", "streamlit_app.py")
 
 
+@pytest.fixture
+def logic(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.dirname(APP))
+    import logic as module
+
+    return module
+
+
 def captions(at, prefix):
     out = []
     for el in at.get("image"):
@@ -22,6 +34,12 @@ def captions(at, prefix):
             if img.caption.startswith(prefix):
                 out.append(img.caption)
     return out
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
 
 
 def fake_huge_png(path, w=20000, h=20000):
@@ -40,7 +58,9 @@ def samples(tmp_path, monkeypatch):
     for i in (1, 2):
         Image.fromarray(d.images[i, 0].numpy(), "L").save(folder / f"img{i}.png")
     monkeypatch.setenv("GATTA_VIZ_SAMPLES", str(folder))
-    monkeypatch.delenv("GATTA_VIZ_FILES", raising=False)
+    for var in ("GATTA_VIZ_FILES", "GATTA_VIZ_MODEL_DIR", "GATTA_VIZ_MAX_UPLOAD_MB", "GATTA_VIZ_MAX_PIXELS",
+                "GATTA_VIZ_MAX_DECODED_MB", "GATTA_VIZ_RENDER_WORKERS"):
+        monkeypatch.delenv(var, raising=False)
     return folder
 
 
@@ -54,31 +74,84 @@ def expected_top1(path, name="fmnist-gatta-resnet"):
     return gv.topk(logits, lm.classes, 1)[0], (gv.topk(logits1, lm.classes, 1)[0] if logits1 is not None else None)
 
 
-def test_sample_image_predictions_panels_and_downloads(samples):
+def test_sample_image_predictions_panels_legends_and_downloads(samples, logic):
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception and not at.error
+    assert at.radio(key="map").value == logic.MAP_GAIN == "alpha x agreement (what pass 2 boosts or suppresses)"
+    assert at.radio(key="map").options == [logic.MAP_GAIN, "raw agreement (sign set by training)"]
     at.multiselect(key="samples").set_value(["img1.png"]).run()
     assert not at.exception and not at.error
     top2, top1 = expected_top1(samples / "img1.png")
     md = [m.value for m in at.markdown]
     assert any(v.startswith("**Pass 2 (model output)**\n1. " + f"{top2['label']}: {100 * top2['prob']:.1f}%") for v in md)
     assert any(v.startswith("**Pass 1 (no attention)**\n1. " + f"{top1['label']}: {100 * top1['prob']:.1f}%") for v in md)
-    assert len(captions(at, "agreement ")) == 3  # layer1, layer2, layer3
+    assert [c.split(",")[0] for c in captions(at, "alpha x agreement ")] == [f"alpha x agreement layer{i}" for i in (1, 2, 3)]
     assert len(captions(at, "Grad-CAM ")) == 3
     assert len(captions(at, "what the model saw")) == 1
-    labels = [b.proto.label for b in at.get("download_button")]
-    assert labels == ["Download figure (PNG)", "Download raw maps (.npz)"]
+    assert [b.proto.label for b in at.get("download_button")] == ["Download figure (PNG)", "Download raw maps (.npz)"]
     assert any("Fashion-MNIST" in i.value or "fashion-mnist" in i.value for i in at.info)  # the model's domain
+    # the words a first-time user needs: class-agnostic maps vs class-specific Grad-CAM, what each column means
+    assert any("class-agnostic" in v and "class-specific" in v for v in md)
+    assert any(v.startswith("**alpha x agreement** (gain - 1)") and "red: boosted (gain > 1), blue: suppressed" in v
+               and "each layer scaled to its own largest value" in v for v in md)
+    assert any("for class **" + top2["label"] + "** (the predicted class): class-specific" in v for v in md)
+    table_caption = " ".join(c.value for c in at.caption)
+    assert "**dprob_pred** = p(full model) - p(this layer's modulation off), for the predicted class: positive means " \
+           "the layer's modulation raised the predicted class's probability" in table_caption
+    assert "**frac_up** / **frac_down**: share of positions whose gain 1 + alpha x agreement is above / below 1" in table_caption
+    assert "**mean_gain**: mean of 1 + alpha x agreement" in table_caption
 
     at.multiselect(key="layers").set_value(["layer2", "layer3"]).run()
-    assert [c.split(",")[0] for c in captions(at, "agreement ")] == ["agreement layer2", "agreement layer3"]
-
-    at.radio(key="map").set_value("alpha x agreement (what each layer boosts)").run()
-    assert not at.exception and not at.error
     assert [c.split(",")[0] for c in captions(at, "alpha x agreement ")] == ["alpha x agreement layer2", "alpha x agreement layer3"]
+    # legends follow the controls: raw map, rectified, joint scale
+    at.radio(key="map").set_value(logic.MAP_RAW).run()
+    at.radio(key="sign").set_value(logic.SIGN_RECTIFIED).run()
+    at.radio(key="norm").set_value(logic.NORM_JOINT).run()
+    assert not at.exception and not at.error
+    assert [c.split(",")[0] for c in captions(at, "raw agreement ")] == ["raw agreement layer2", "raw agreement layer3"]
+    md = [m.value for m in at.markdown]
+    assert any(v.startswith("**raw agreement** key . q_avg (sign set by training") and "positive agreement only" in v
+               and "one colour scale for all layers" in v for v in md)
+    assert any("positive evidence only" in v and "one scale for all layers" in v for v in md)  # Grad-CAM legend
+    assert set(at.selectbox(key="cmap").options) >= {"viridis", "magma"}  # rectified: sequential maps allowed too
 
 
-def test_bad_files_are_named_and_good_file_still_renders(samples, tmp_path, monkeypatch):
+def test_gradcam_class_can_be_chosen(samples, logic):
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.multiselect(key="samples").set_value(["img1.png"]).run()
+    top2, _ = expected_top1(samples / "img1.png")
+    other = next(c for c in gv.load_model().classes if c != top2["label"])
+    assert at.selectbox(key="gradcam_target").value == logic.PREDICTED
+    at.selectbox(key="gradcam_target").set_value(other).run()
+    assert not at.exception and not at.error
+    md = [m.value for m in at.markdown]
+    assert any(f"for class **{other}**: class-specific" in v for v in md)
+    assert not any("(the predicted class)" in v for v in md)
+
+
+def test_duplicate_names_and_the_same_file_twice_all_render(samples):
+    """Issue: widget keys built from the file name crashed the page (StreamlitDuplicateElementKey) and lost the
+    second image's bars, table and downloads."""
+    a = (samples / "img1.png").read_bytes()
+    b = (samples / "img2.png").read_bytes()
+    hostile = "[x](javascript:alert(1)) *bold* #.png"
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.file_uploader(key="uploads").set_value([("shirt.png", a, "image/png"), ("shirt.png", b, "image/png"),
+                                              ("same.png", a, "image/png"), ("same.png", a, "image/png"),
+                                              (hostile, b, "image/png")]).run()
+    assert not at.exception, at.exception
+    assert not at.error
+    heads = [s.value for s in at.subheader]
+    assert heads[:4] == ["shirt.png", "shirt.png", "same.png", "same.png"]
+    assert heads[4] == "\\[x\\](javascript:alert(1)) \\*bold\\* \\#.png"  # shown as text, not as a link
+    assert len(at.get("download_button")) == 10 and len(at.get("plotly_chart")) == 5  # every image: bars + downloads
+    assert len(at.dataframe) == 10  # alpha table + layer table per image
+    names = [d.proto.label for d in at.get("download_button")]
+    assert names.count("Download figure (PNG)") == 5
+
+
+def test_bad_files_are_named_and_good_file_still_renders(samples, tmp_path, monkeypatch, logic):
+    monkeypatch.setenv("GATTA_VIZ_MAX_UPLOAD_MB", "10")  # one limit for app and CLI, set by the operator
     good = samples / "img2.png"
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
@@ -91,8 +164,14 @@ def test_bad_files_are_named_and_good_file_still_renders(samples, tmp_path, monk
     bomb = tmp_path / "bomb.png"
     fake_huge_png(bomb)
     big = tmp_path / "big.bmp"
-    big.write_bytes(b"BM" + b"\x00" * (11 * 1024 * 1024))  # over the 10 MB upload limit
-    files = [empty, text, good, trunc, bomb, big]
+    big.write_bytes(b"BM" + b"\x00" * (11 * 1024 * 1024))  # over the 10 MB limit
+    crc = tmp_path / "crc.png"
+    data = bytearray(good.read_bytes())
+    data[29] ^= 0xFF  # IHDR checksum
+    crc.write_bytes(bytes(data))
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    files = [empty, text, good, trunc, bomb, big, crc, folder]
     monkeypatch.setenv("GATTA_VIZ_FILES", os.pathsep.join(str(f) for f in files))
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception
@@ -100,12 +179,23 @@ def test_bad_files_are_named_and_good_file_still_renders(samples, tmp_path, monk
     assert any("empty.png" in e and "empty (0 bytes)" in e for e in errors), errors
     assert any("notes.png" in e and "not a recognised image format" in e for e in errors), errors
     assert any("truncated.jpg" in e and "truncated or corrupt" in e for e in errors), errors
-    assert any("bomb.png" in e and "pixel limit" in e for e in errors), errors
-    assert any("big.bmp" in e and "limit" in e for e in errors), errors
-    assert len(errors) == 5
+    assert any("bomb.png" in e and "over the 40,000,000-pixel limit (400,000,000 pixels)" in e for e in errors), errors
+    assert any("big.bmp" in e and "over the 10 MB limit" in e for e in errors), errors
+    assert any("crc.png" in e and "broken PNG file: bad header checksum" in e for e in errors), errors
+    assert any("folder.png" in e and "is a directory" in e for e in errors), errors
+    assert len(errors) == 7
+    assert not any(str(tmp_path) in e for e in errors)  # names, never server paths
     assert [s.value for s in at.subheader] == ["img2.png"]
     top2, _ = expected_top1(good)
     assert any(m.value.startswith(f"**Pass 2 (model output)**\n1. {top2['label']}") for m in at.markdown)
+
+
+def test_a_misconfigured_limit_is_named_on_the_page_not_a_traceback(samples, monkeypatch):
+    monkeypatch.setenv("GATTA_VIZ_MAX_UPLOAD_MB", "ten")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["The app is misconfigured: environment variable GATTA_VIZ_MAX_UPLOAD_MB must "
+                                           "be a positive number, got 'ten'"]
 
 
 def test_plain_model_shows_gradcam_and_says_no_agreement(samples):
@@ -114,37 +204,105 @@ def test_plain_model_shows_gradcam_and_says_no_agreement(samples):
     at.multiselect(key="samples").set_value(["img1.png"]).run()
     assert not at.exception and not at.error
     assert any("no agreement maps" in w.value for w in at.warning)
-    assert captions(at, "agreement ") == []
+    assert captions(at, "alpha x agreement ") == [] and captions(at, "raw agreement ") == []
     assert len(captions(at, "Grad-CAM ")) == 3
     top, _ = expected_top1(samples / "img1.png", "fmnist-resnet")
     assert any(m.value.startswith(f"**Prediction**\n1. {top['label']}") for m in at.markdown)
 
 
-def test_bad_checkpoint_path_shows_error(samples, tmp_path):
-    bad = tmp_path / "x.pt"
-    bad.write_bytes(b"garbage")
+# ---------------------------------------------------------------- models come from a list or an upload, never a typed path
+def test_no_server_path_can_be_typed_and_the_operator_folder_is_listed_by_name(samples, tmp_path, monkeypatch, logic):
+    """Issue: a text box opened any path the server could read, and its errors told which files exist."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(gv.bundled_path("fmnist-gatta-toy"), folder / "my-toy.pt")
+    (folder / "notes.txt").write_text("not a model")
+    (folder / "sub.pt").mkdir()
+    monkeypatch.setenv("GATTA_VIZ_MODEL_DIR", str(folder))
     at = AppTest.from_file(APP, default_timeout=120).run()
-    at.selectbox(key="model").set_value("checkpoint file...").run()
-    at.text_input(key="ckpt_path").input(str(bad)).run()
+    assert not at.exception and not at.error
+    assert len(at.text_input) == 0  # nothing to type a path into
+    assert at.selectbox(key="model").options == list(gv.BUNDLED) + ["my-toy.pt", "upload a checkpoint (.pt)..."]
+    at.selectbox(key="model").set_value("my-toy.pt").run()
+    at.multiselect(key="samples").set_value(["img1.png"]).run()
+    assert not at.exception and not at.error
+    assert [c.split(",")[0] for c in captions(at, "alpha x agreement ")] == [f"alpha x agreement conv{i}" for i in (1, 2, 3)]
+    # by name only: an existing secret file and a missing one give the same answer, naming neither as a file
+    errors = {}
+    for p in ("/etc/shadow", "/etc/no-such-file", str(folder / "my-toy.pt"), "../models/my-toy.pt"):
+        with pytest.raises(ValueError) as e:
+            logic.load_model(p)
+        errors[p] = str(e.value).replace(repr(p), "NAME")
+    assert len(set(errors.values())) == 1, errors
+    assert "unknown model NAME: choose a bundled model" in errors["/etc/shadow"]
+
+
+def test_checkpoint_upload_loads_a_model_and_refuses_garbage_without_server_paths(samples, logic):
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.selectbox(key="model").set_value("upload a checkpoint (.pt)...").run()
+    assert not at.exception and not at.error
+    at.file_uploader(key="ckpt_upload").set_value(("x.pt", b"garbage", "application/octet-stream")).run()
     assert not at.exception
-    assert any("Could not load the model" in e.value and "corrupt" in e.value for e in at.error)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("Could not load the model: cannot read checkpoint x.pt: corrupt"), errors
+    assert "/tmp" not in errors[0] and "gatta-viz-upload" not in errors[0]
+    with open(gv.bundled_path("fmnist-gatta-toy"), "rb") as f:
+        at.file_uploader(key="ckpt_upload").set_value(("toy.pt", f.read(), "application/octet-stream")).run()
+    at.multiselect(key="samples").set_value(["img1.png"]).run()
+    assert not at.exception and not at.error
+    assert len(captions(at, "alpha x agreement conv")) == 3
+    assert any("**toy** was trained on" in i.value for i in at.info)
 
 
-def test_renders_from_concurrent_sessions_take_turns_and_match_one_at_a_time(samples, monkeypatch):
-    """Streamlit sessions are threads sharing the cached model; its hooks must not see another session's trace."""
-    import threading
+def test_hostile_checkpoint_settings_are_refused_before_building(tmp_path, logic):
+    """A checkpoint's settings decide the model's size: one that holds 0.7 M numbers but asks for billions is refused."""
+    obj = torch.load(gv.bundled_path("fmnist-gatta-resnet"), weights_only=True)
+    for change, message in [
+        ({"kwargs": {**obj["kwargs"], "widths": [4096, 8192, 16384]}}, "but it holds 715,207: refused"),
+        ({"kwargs": {**obj["kwargs"], "blocks": [5000, 2, 2]}}, "deeper than this app builds"),
+        ({"preprocess": {**obj["preprocess"], "size": [40000, 40000]}}, "input size [40000, 40000] is outside 1..512"),
+        ({"kwargs": {**obj["kwargs"], "num_classes": 10**9}}, "numbers out of range"),
+    ]:
+        buf = io.BytesIO()
+        torch.save({**obj, **change}, buf)
+        t0 = time.time()
+        with pytest.raises(ValueError, match=r"^evil\.pt: ") as e:
+            logic.load_uploaded("evil.pt", buf.getvalue())
+        assert message in str(e.value) and time.time() - t0 < 20
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    assert logic.load_uploaded("fine.pt", buf.getvalue()).name == "fine"
 
-    monkeypatch.syspath_prepend(os.path.dirname(APP))
-    import logic
 
+def test_caches_are_bounded(samples, logic):
+    """The model cache and the render cache hold a bounded number of entries (and the renders a bounded size)."""
+    from streamlit.runtime.caching import cache_data_api, cache_resource_api
+
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.multiselect(key="samples").set_value(["img1.png"]).run()
+    assert not at.exception
+    resource = [c for caches in cache_resource_api._resource_caches._function_caches.values() for c in caches.values()
+                if "get_pool" in c.display_name]
+    data = [c for caches in cache_data_api._data_caches._function_caches.values() for c in caches.values()
+            if "get_render" in c.display_name]
+    assert resource and data
+    assert all(c.max_entries == logic.MODEL_CACHE_ENTRIES == 4 for c in resource)
+    assert all(c.max_entries == logic.RENDER_CACHE_ENTRIES and c.max_size_bytes == logic.RENDER_CACHE_BYTES for c in data)
+
+
+# ---------------------------------------------------------------- many sessions
+def test_renders_from_concurrent_sessions_match_one_at_a_time(samples, logic):
+    """Streamlit sessions are threads; each render takes its own replica of the model, whose hooks then never see
+    another session's trace."""
     lm = logic.load_model(gv.DEFAULT_MODEL)
+    pool = logic.ModelPool(lm, size=2)
     imgs = [gv.load_image(str(p)) for p in sorted(samples.glob("*.png"))]
     alone = [logic.render(lm, f"{i}.png", img, gradcam=True) for i, img in enumerate(imgs)]
 
-    # the lock is what makes them take turns: a render waits while it is held
+    # a render waits while every replica is taken
     done = threading.Event()
-    with logic.RENDER_LOCK:
-        t = threading.Thread(target=lambda: (logic.render(lm, "0.png", imgs[0], gradcam=False), done.set()))
+    with pool.replica(), pool.replica():
+        t = threading.Thread(target=lambda: (logic.render(pool, "0.png", imgs[0], gradcam=False), done.set()))
         t.start()
         assert not done.wait(0.5)
     t.join(30)
@@ -155,7 +313,7 @@ def test_renders_from_concurrent_sessions_take_turns_and_match_one_at_a_time(sam
     def work(j):
         try:
             for rep in range(2):
-                results[(j, rep)] = logic.render(lm, f"{j % 2}.png", imgs[j % 2], gradcam=True)
+                results[(j, rep)] = logic.render(pool, f"{j % 2}.png", imgs[j % 2], gradcam=True)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(repr(e))
 
@@ -165,6 +323,7 @@ def test_renders_from_concurrent_sessions_take_turns_and_match_one_at_a_time(sam
     for th in threads:
         th.join(120)
     assert not errors
+    assert len(results) == 8
     for (j, _), r in results.items():
         want = alone[j % 2]
         assert r.top_pass2 == want.top_pass2 and r.top_pass1 == want.top_pass1
@@ -172,3 +331,128 @@ def test_renders_from_concurrent_sessions_take_turns_and_match_one_at_a_time(sam
         assert sorted(got_maps.files) == sorted(want_maps.files)
         for key in want_maps.files:
             assert np.array_equal(got_maps[key], want_maps[key]), key
+
+
+def test_renders_run_in_parallel_up_to_the_pool_size_and_decoding_waits_its_turn(samples, logic, monkeypatch):
+    """Issue: one lock made 8 sessions queue on one core. Now as many renders run at once as there are replicas,
+    never more, and an upload is decoded only once it holds a replica."""
+    lm = logic.load_model(gv.DEFAULT_MODEL)
+    pool = logic.ModelPool(lm, size=2)
+    assert len({id(m) for m in [pool.lm] + list(pool._free.queue)}) == 2  # distinct replicas
+    active, peak, lock = [0], [0], threading.Lock()
+    seen_models = set()
+    real_render, real_decode = logic._render, logic.decode
+    decoded = []
+
+    def slow_render(m, *args):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            seen_models.add(id(m))
+        time.sleep(0.4)
+        try:
+            return real_render(m, *args)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(logic, "_render", slow_render)
+    monkeypatch.setattr(logic, "decode", lambda name, data, max_bytes=None: (decoded.append(name), real_decode(name, data))[1])
+    data = (samples / "img1.png").read_bytes()
+    threads = [threading.Thread(target=logic.render_upload, args=(pool, f"{j}.png", data), kwargs={"gradcam": False})
+               for j in range(5)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    assert peak[0] == 2 and len(seen_models) == 2 and len(decoded) == 5
+
+    decoded.clear()
+    with pool.replica(), pool.replica():  # every slot busy: the upload is not even decoded yet
+        t = threading.Thread(target=logic.render_upload, args=(pool, "late.png", data), kwargs={"gradcam": False})
+        t.start()
+        time.sleep(0.5)
+        assert decoded == []
+    t.join(60)
+    assert decoded == ["late.png"]
+
+
+def test_figure_download_is_drawn_when_asked_for(samples, logic):
+    """The Fig. 3 PNG is about 3/4 of a render's time; the page draws it only when its download button is clicked."""
+    r = logic.render(logic.load_model(gv.DEFAULT_MODEL), "img1.png", gv.load_image(str(samples / "img1.png")))
+    assert "_figure_png" not in r.__dict__ and r.explanation.original is None
+    png = r.figure_png()
+    img = Image.open(io.BytesIO(png))
+    assert img.format == "PNG" and img.size[0] > 300 and r.figure_png() is png  # drawn once
+
+
+def test_busy_server_says_so_instead_of_waiting_forever(logic):
+    pool = logic.ModelPool(logic.load_model("fmnist-gatta-toy"), size=1)
+    with pool.replica():
+        with pytest.raises(TimeoutError, match="the server is busy"):
+            with pool.replica(timeout=0.2):
+                pass
+    assert pool.idle() == 1
+
+
+# ---------------------------------------------------------------- small pieces
+def test_widget_keys_differ_for_same_name_and_for_same_content(logic):
+    a, b = b"first image bytes", b"second image bytes"
+    keys = [logic.content_key(0, a), logic.content_key(1, b), logic.content_key(2, a), logic.content_key(3, a)]
+    assert len(set(keys)) == 4 and keys[0].split("-")[1] == keys[2].split("-")[1]
+
+
+def test_dense_bars_mark_the_predicted_class_by_outline_and_colour_by_sign(logic):
+    classes = ["a", "b", "c", "d"]
+    fig = logic.dense_figure("fc", np.array([1.2, 0.7, 1.0, 1.5]), classes, predicted=1, what="gain")
+    bar = fig.data[0]
+    assert list(bar.marker.color) == ["#b2182b", "#2166ac", "#2166ac", "#b2182b"]  # red above 1, blue at/below
+    assert list(bar.marker.line.width) == [0, 3, 0, 0] and bar.x[1] == "<b>b</b> (predicted)"
+    assert np.allclose(np.asarray(bar.y) + bar.base, [1.2, 0.7, 1.0, 1.5])  # bars drawn from gain 1
+    raw = logic.dense_figure("fc", np.array([0.3, -0.2, 0.1, 0.0]), classes, predicted=0, what="agreement")
+    assert set(raw.data[0].marker.color) == {"#5f6b73"} and "sign set by training" in raw.layout.title.text
+
+
+def test_legend_words_follow_every_control(logic):
+    texts = {(g, s, j): logic.maps_legend(g, s, j) for g in (True, False) for s in (True, False) for j in (True, False)}
+    assert len(set(texts.values())) == 8
+    assert "red: boosted (gain > 1), blue: suppressed (gain < 1)" in texts[(True, True, False)]
+    assert "boosted positions only" in texts[(True, False, False)]
+    assert "red: agrees with the global query, blue: disagrees" in texts[(False, True, False)]
+    assert "one colour scale for all layers" in texts[(True, True, True)]
+    assert "green: boosted" in logic.maps_legend(True, True, False, "PiYG")
+    assert logic.cmaps_for(True) == ["RdBu_r", "coolwarm", "seismic", "PiYG"]
+    bar = np.asarray(logic.colorbar("RdBu_r", True))
+    assert bar[0, 0, 2] > bar[0, 0, 0] and bar[0, -1, 0] > bar[0, -1, 2]  # blue on the left, red on the right
+
+
+def test_names_are_escaped_and_download_stems_sanitised(logic):
+    assert logic.md_escape("a_b*c[1](x).png") == "a\\_b\\*c\\[1\\](x).png"
+    assert logic.file_stem("../../etc/pass wd.png") == "pass_wd"
+    assert logic.file_stem("?.png") == "image"
+
+
+def test_cli_app_binds_loopback_unless_told_and_shares_the_image_limit(monkeypatch):
+    from gatta_viz.cli import app as cli_app
+
+    assert cli_app.build_parser().parse_args([]).address == "127.0.0.1"
+    assert cli_app.build_parser().parse_args(["--address", "0.0.0.0"]).address == "0.0.0.0"
+    monkeypatch.delenv("GATTA_VIZ_MAX_CHECKPOINT_MB", raising=False)
+    monkeypatch.setenv("GATTA_VIZ_MAX_UPLOAD_MB", "300")
+    cmd = cli_app.app_command(8600)
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--server.maxUploadSize") + 1] == "300"  # Streamlit's own cap follows the shared limit
+    assert cmd[cmd.index("--client.showErrorDetails") + 1] == "type"  # no tracebacks with server paths
+    assert [cli_app.is_loopback(a) for a in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::", "192.168.1.5")] == \
+        [True, True, True, False, False, False]
+    doc = open(APP).read()
+    assert "streamlit run app/streamlit_app.py --server.address 127.0.0.1" in doc
+
+
+def test_warm_up_renders_on_every_replica_and_gives_them_back(logic, monkeypatch):
+    pool = logic.ModelPool(logic.load_model("fmnist-gatta-toy"), size=2)
+    seen = []
+    real = logic._render
+    monkeypatch.setattr(logic, "_render", lambda m, *a: (seen.append(id(m)), real(m, *a))[1])
+    pool.warm_up()
+    assert sorted(seen) == sorted({id(pool.lm)} | {id(m) for m in pool._free.queue}) and pool.idle() == 2

@@ -1,6 +1,8 @@
-"""End to end: the real Streamlit server, Debian's headless Chromium (selenium), a real upload."""
+"""End to end: the real Streamlit server started as users start it, Debian's headless Chromium (selenium), real uploads."""
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -8,18 +10,17 @@ import tempfile
 import time
 import urllib.request
 
+import psutil
 import pytest
-
-from gatta_viz.cli.app import app_command
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APP = os.path.join(REPO, "app", "streamlit_app.py")
 ARTIFACTS = os.path.join(REPO, "test-artifacts")
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)),
-                       reason="Debian chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"),
-]
+pytestmark = pytest.mark.e2e
+needs_chromium = pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)),
+    reason="Debian chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
 
 
 def free_port() -> int:
@@ -40,7 +41,50 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-def test_upload_in_real_browser_shows_overlays():
+def listening_addresses(proc: subprocess.Popen, port: int) -> set:
+    """IP addresses that ``proc`` or its children listen on at ``port``."""
+    procs = [psutil.Process(proc.pid)]
+    procs += procs[0].children(recursive=True)
+    found = set()
+    for p in procs:
+        for c in p.net_connections(kind="inet"):
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port:
+                found.add(c.laddr.ip)
+    return found
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a server started in its own process group (the CLI's streamlit child included)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def test_the_documented_streamlit_command_listens_on_this_machine_only():
+    """Issue: `streamlit run app/streamlit_app.py` as documented listened on every interface. The app's docstring
+    now gives the command to use; run exactly that command."""
+    doc = open(APP).read().split('"""')[1]
+    found = re.search(r"(streamlit run app/streamlit_app\.py(?: --[\w.]+ [^\s`]+)*)", doc)
+    assert found, doc
+    port = free_port()
+    args = found.group(1).split()[2:] + ["--server.port", str(port), "--server.headless", "true",
+                                         "--browser.gatherUsageStats", "false"]
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_stcore/health")
+        assert listening_addresses(server, port) == {"127.0.0.1"}
+    finally:
+        stop(server)
+
+
+@needs_chromium
+def test_cli_app_listens_locally_and_renders_two_uploads_with_one_name_in_a_real_browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -49,11 +93,20 @@ def test_upload_in_real_browser_shows_overlays():
 
     port = free_port()
     env = {**os.environ, "GATTA_VIZ_FILES": ""}
-    server = subprocess.Popen(app_command(port, "127.0.0.1"), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen([sys.executable, "-m", "gatta_viz.cli", "app", "--port", str(port)], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    twins = tempfile.mkdtemp(prefix="gv-twins-")
     driver = None
     try:
         wait_http(f"http://127.0.0.1:{port}/_stcore/health")
+        assert listening_addresses(server, port) == {"127.0.0.1"}  # `gatta-viz app` binds 127.0.0.1 by default
+        # two different images, both called shirt.png
+        uploads = []
+        for i, src in enumerate(["trouser_test00002.png", "ankle-boot_test00000.png"]):
+            os.makedirs(os.path.join(twins, str(i)))
+            uploads.append(shutil.copy(os.path.join(REPO, "sample_images", "fashion-mnist", src),
+                                       os.path.join(twins, str(i), "shirt.png")))
         opts = webdriver.ChromeOptions()
         opts.binary_location = CHROMIUM
         for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -62,25 +115,26 @@ def test_upload_in_real_browser_shows_overlays():
             opts.add_argument(a)
         driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
         driver.get(f"http://127.0.0.1:{port}/")
-        wait = WebDriverWait(driver, 60)
-        upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
-        image = os.path.join(REPO, "sample_images", "fashion-mnist", "trouser_test00002.png")
-        upload.send_keys(image)
-        wait.until(lambda d: len([c for c in d.find_elements(By.CSS_SELECTOR, "[data-testid='stImageCaption']")
-                                  if c.text.startswith("agreement layer")]) == 3)
-        caps = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImageCaption']")]
-        assert [c.split(",")[0] for c in caps if c.startswith("agreement")] == ["agreement layer1", "agreement layer2", "agreement layer3"]
+        wait = WebDriverWait(driver, 90)
+        upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stFileUploader'] input[type=file]")))
+        upload.send_keys("\n".join(uploads))
+
+        def map_captions(d):
+            return [c.text for c in d.find_elements(By.CSS_SELECTOR, "[data-testid='stImageCaption']")
+                    if c.text.startswith("alpha x agreement layer")]
+
+        wait.until(lambda d: len(map_captions(d)) == 6)
+        assert [c.split(",")[0] for c in map_captions(driver)] == [f"alpha x agreement layer{i}" for i in (1, 2, 3)] * 2
         body = driver.find_element(By.TAG_NAME, "body").text
-        assert "Pass 2 (model output)" in body and "trouser_test00002.png" in body
+        assert body.count("Pass 2 (model output)") == 2 and "Trouser" in body and "Ankle boot" in body
+        assert "Download raw maps (.npz)" in body and "DuplicateElementKey" not in body
+        assert driver.find_elements(By.CSS_SELECTOR, "[data-testid='stException']") == []
         time.sleep(1)  # let images finish painting for the screenshot
         os.makedirs(ARTIFACTS, exist_ok=True)
         driver.save_screenshot(os.path.join(ARTIFACTS, "app_e2e.png"))
     finally:
         if driver is not None:
             driver.quit()
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
         shutil.rmtree(profile, ignore_errors=True)
+        shutil.rmtree(twins, ignore_errors=True)

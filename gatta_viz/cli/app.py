@@ -1,29 +1,65 @@
-"""``gatta-viz app [IMAGE ...]``: start the Streamlit app (app/streamlit_app.py in the repository)."""
+"""``gatta-viz app [IMAGE ...]``: start the Streamlit app (app/streamlit_app.py in the repository).
+
+It listens on 127.0.0.1 (this machine only) unless ``--address`` names another interface.
+"""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import subprocess
 import sys
 from typing import List, Optional
 
-__all__ = ["APP_PATH", "app_command", "build_parser", "run"]
+__all__ = ["APP_PATH", "DEFAULT_ADDRESS", "app_command", "build_parser", "is_loopback", "run"]
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 APP_PATH = os.path.join(_REPO, "app", "streamlit_app.py")
+DEFAULT_ADDRESS = "127.0.0.1"
 
 
-def app_command(port: int = 8501, address: str = "localhost") -> List[str]:
-    """The ``streamlit run`` command line for the app."""
+def is_loopback(address: str) -> bool:
+    """True for addresses only this machine can reach (127.x.x.x, ::1, localhost)."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def app_command(port: int = 8501, address: str = DEFAULT_ADDRESS, max_upload_mb: Optional[int] = None) -> List[str]:
+    """The ``streamlit run`` command line for the app.
+
+    Args:
+        port: TCP port.
+        address: interface to listen on (default 127.0.0.1: this machine only).
+        max_upload_mb: Streamlit's upload limit in MB (default: the image limit shared with the CLI,
+            ``GATTA_VIZ_MAX_UPLOAD_MB``, or the checkpoint limit if larger).
+    Returns:
+        The argument list.
+    """
+    if max_upload_mb is None:
+        from ..data.preprocess import image_limits
+
+        images = image_limits().max_bytes
+        try:
+            checkpoints = float(os.environ.get("GATTA_VIZ_MAX_CHECKPOINT_MB", "") or 100) * 2**20
+        except ValueError:
+            checkpoints = 100 * 2**20
+        max_upload_mb = max(1, -(-int(max(images, checkpoints)) // 2**20))
     return [sys.executable, "-m", "streamlit", "run", APP_PATH, "--server.port", str(port), "--server.address", address,
-            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.maxUploadSize", str(max_upload_mb), "--client.showErrorDetails", "type"]
 
 
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="gatta-viz app", description=__doc__)
     p.add_argument("images", nargs="*", help="images to open at start (as if uploaded)")
     p.add_argument("--port", type=int, default=8501)
-    p.add_argument("--address", default="localhost", help="interface to listen on (0.0.0.0 to share on a network)")
+    p.add_argument("--address", default=DEFAULT_ADDRESS,
+                   help="interface to listen on (default 127.0.0.1: this machine only; 0.0.0.0 shares the app with "
+                        "every network this machine is on)")
     return p
 
 
@@ -31,11 +67,19 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isfile(APP_PATH):
         print(f"error: the app is not at {APP_PATH}; run from a clone of the gatta_viz repository", file=sys.stderr)
         return 2
+    try:
+        command = app_command(args.port, args.address)
+    except ValueError as e:  # a bad GATTA_VIZ_MAX_UPLOAD_MB...
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     env = dict(os.environ)
     if args.images:
         env["GATTA_VIZ_FILES"] = os.pathsep.join(os.path.abspath(p) for p in args.images)
+    if not is_loopback(args.address):
+        print(f"warning: listening on {args.address}: anyone who can reach this machine on port {args.port} can use "
+              "the app (it has no login)", file=sys.stderr)
     print(f"gatta_viz app on http://{args.address}:{args.port}  (Ctrl+C to stop)", flush=True)
     try:
-        return subprocess.call(app_command(args.port, args.address), env=env, cwd=os.path.dirname(APP_PATH))
+        return subprocess.call(command, env=env, cwd=os.path.dirname(APP_PATH))
     except KeyboardInterrupt:
         return 0
