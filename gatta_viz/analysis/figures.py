@@ -27,7 +27,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from .checks import UntrainedGAttAWarning, is_untrained, untrained_message
-from .heatmaps import normalize_with_scales
+from .heatmaps import conv_layer_names, normalize_with_scales
 from .overlays import check_cmap, to_rgb_array
 from .style import (
     DEFAULT_CMAP, NEUTRAL, PRED_EDGE, TRUE_EDGE, class_marks_text, dense_axis_label, map_name, map_sign_text,
@@ -124,13 +124,7 @@ class Fig3Renderer:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
         check_cmap(cmap)
-        conv = [n for n, lt in trace.layers.items() if lt.kind == "conv"]
-        if layers is not None:
-            unknown = [n for n in layers if n not in conv]
-            if unknown:
-                raise ValueError(f"not conv GAttA layers: {unknown}; conv layers are {conv}")
-            conv = [n for n in conv if n in layers]
-        self.conv = conv
+        self.conv = conv_layer_names(trace, layers)
         self.dense = [n for n, lt in trace.layers.items() if lt.kind == "dense"]
         self.shapes = {n: tuple(trace.layers[n].agreement.shape[1:]) for n in self.conv + self.dense}
         self.classes = list(classes) if classes is not None else None

@@ -3,7 +3,7 @@
 The default map is the gain map alpha x agreement (see :mod:`gatta_viz.analysis.style`)."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..core.trace import GAttATrace
 
-__all__ = ["upsample", "normalize", "normalize_with_scales", "conv_heatmaps"]
+__all__ = ["upsample", "normalize", "normalize_with_scales", "conv_layer_names", "conv_heatmaps"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -85,6 +85,21 @@ def normalize(maps: Dict[str, np.ndarray], signed: bool = True, joint: bool = Fa
     return normalize_with_scales(maps, signed, joint)[0]
 
 
+def conv_layer_names(trace: GAttATrace, layers: Optional[Sequence[str]] = None) -> List[str]:
+    """The trace's conv layers in forward order, or the subset ``layers`` of them.
+
+    Raises:
+        ValueError: a name in ``layers`` is not a conv layer of the trace (the message lists those that are).
+    """
+    names = [n for n, lt in trace.layers.items() if lt.kind == "conv"]
+    if layers is None:
+        return names
+    unknown = [n for n in layers if n not in names]
+    if unknown:
+        raise ValueError(f"not conv GAttA layers of this trace: {unknown}; conv layers are {names}")
+    return [n for n in names if n in layers]
+
+
 def conv_heatmaps(
     trace: GAttATrace,
     index: int,
@@ -109,11 +124,6 @@ def conv_heatmaps(
     Returns:
         layer name -> (H, W) float32 array.
     """
-    names = [n for n, lt in trace.layers.items() if lt.kind == "conv"]
-    if layers is not None:
-        unknown = [n for n in layers if n not in names]
-        if unknown:
-            raise ValueError(f"not conv layers of this trace: {unknown}; conv layers are {names}")
-        names = [n for n in names if n in layers]
+    names = conv_layer_names(trace, layers)
     raw = {n: upsample(trace.layers[n].map(gain)[index], size) for n in names}
     return normalize(raw, signed=signed, joint=joint)

@@ -67,20 +67,15 @@ class SceneData:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 1, H, W) -> float, scaled to [0, 1] then normalised with the scenes' mean and std."""
-        return (images_uint8.float() / 255.0 - self.mean[0]) / self.std[0]
+    # the same as ImageData's: uint8 -> [0, 1] -> normalised with the scenes' own mean and std
+    normalize = ImageData.normalize
+    tensors = ImageData.tensors
 
     def subset(self, n: Optional[int] = None, indices: Optional[Sequence[int]] = None) -> "SceneData":
         """The first ``n`` scenes, or those at ``indices``."""
         idx = torch.as_tensor(list(indices)) if indices is not None else torch.arange(min(n, len(self)))
         return SceneData(self.images[idx], self.labels[idx], self.boxes[idx], self.masks[idx], self.overlap[idx],
                          self.sources[idx], self.classes, self.mean, self.std, self.name)
-
-    def tensors(self, n: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Normalised float images and (N, 2) labels (the first ``n`` if given)."""
-        d = self if n is None else self.subset(n)
-        return d.normalize(d.images), d.labels
 
     def multi_hot(self) -> torch.Tensor:
         """(N, classes) float targets with a 1 for each item's class."""
