@@ -36,6 +36,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--layers", nargs="+", default=None, help="layers to attend (GAttA models)")
     p.add_argument("--widths", type=int, nargs="+", default=None)
     p.add_argument("--blocks", type=int, nargs="+", default=None)
+    p.add_argument("--stem-stride", type=int, choices=(1, 2), default=1,
+                   help="compact ResNets: 2 halves every feature map (for 48x48 scenes)")
     p.add_argument("--alpha-init", type=float, default=0.0)
     p.add_argument("--freeze-backbone", action="store_true")
     p.add_argument("--norm-stats", choices=("per_pass", "shared"), default="per_pass",

@@ -63,9 +63,10 @@ def compact_resnet(
     widths: Sequence[int] = (32, 64, 128),
     blocks: Sequence[int] = (2, 2, 2),
     input_size=28,
+    stem_stride: int = 1,
 ) -> CompactResNet:
     """Baseline compact ResNet (no GAttA). ``input_size`` is recorded for preprocessing only."""
-    return CompactResNet(in_channels, num_classes, tuple(widths), tuple(blocks))
+    return CompactResNet(in_channels, num_classes, tuple(widths), tuple(blocks), stem_stride)
 
 
 @_register
@@ -81,9 +82,10 @@ def gatta_compact_resnet(
     freeze_backbone: bool = False,
     keys_from: str = "pass1",
     norm_stats: str = "per_pass",
+    stem_stride: int = 1,
 ) -> GAttANet:
     """Compact ResNet with GAttA on every stage and the class layer (default layers)."""
-    backbone = CompactResNet(in_channels, num_classes, tuple(widths), tuple(blocks))
+    backbone = CompactResNet(in_channels, num_classes, tuple(widths), tuple(blocks), stem_stride)
     if layers is None:
         layers = [f"layer{i + 1}" for i in range(len(widths))] + ["fc"]
     return GAttANet(backbone, layers, (in_channels, *_size2(input_size)), d, alpha_init, freeze_backbone, keys_from, norm_stats)

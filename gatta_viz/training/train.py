@@ -50,6 +50,8 @@ def model_kwargs(args: argparse.Namespace, data: ImageData) -> Dict[str, Any]:
         kw["widths"] = list(args.widths)
     if args.blocks:
         kw["blocks"] = list(args.blocks)
+    if getattr(args, "stem_stride", 1) != 1:
+        kw["stem_stride"] = args.stem_stride
     if args.model.startswith("gatta_"):
         if args.d is not None:
             kw["d"] = args.d
