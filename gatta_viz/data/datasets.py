@@ -202,12 +202,16 @@ def load_image_folder(root: str, size: int = 32, channels: int = 3) -> ImageData
 def load_dataset(name: str, split: str = "train", root: Optional[str] = None):
     """Dispatch by name: ``fashion-mnist``, ``cifar10``, ``cifar100``, a directory path (ImageFolder), or a
     two-garment scene set (``fmnist-pairs``, ``fmnist-pairs-multimnist``; see :mod:`gatta_viz.data.scenes`),
-    which returns a ``SceneData`` whose labels are (N, 2)."""
+    which returns a ``SceneData`` whose labels are (N, 2), or the garments-in-clutter set (``fmnist-clutter``; see
+    :mod:`gatta_viz.data.clutter`), which returns a ``ClutterData``."""
     key = name.lower().replace("_", "-")
+    from .clutter import CLUTTER_DATASETS, load_clutter
     from .scenes import SCENE_DATASETS, load_scenes
 
     if key in SCENE_DATASETS:
         return load_scenes(key, split, root)
+    if key in CLUTTER_DATASETS:
+        return load_clutter(key, split, root)
     if key in ("fashion-mnist", "fashionmnist", "fmnist"):
         return load_fashion_mnist(split, root)
     if key in ("cifar10", "cifar-10"):
@@ -217,7 +221,7 @@ def load_dataset(name: str, split: str = "train", root: Optional[str] = None):
     if os.path.isdir(name):
         sub = os.path.join(name, split)
         return load_image_folder(sub if os.path.isdir(sub) else name)
-    raise ValueError(f"unknown dataset {name!r}: use fashion-mnist, cifar10, cifar100, {', '.join(SCENE_DATASETS)} "
+    raise ValueError(f"unknown dataset {name!r}: use fashion-mnist, cifar10, cifar100, {', '.join([*SCENE_DATASETS, *CLUTTER_DATASETS])} "
                      "or an ImageFolder directory")
 
 
