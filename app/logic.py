@@ -1,4 +1,5 @@
-"""What the Streamlit page computes, without Streamlit: models, uploads, and one image's full render data.
+"""What the Streamlit page computes, without Streamlit: models, uploads, two-garment scenes composed from the
+sample garments, top-down cues, and one image's full render data.
 
 Kept apart from ``streamlit_app.py`` so it can be tested and timed directly (see benchmarks/load_app.py).
 
@@ -28,7 +29,9 @@ import torch
 from PIL import Image
 
 import gatta_viz as gv
+from gatta_viz.analysis.overlays import OUTLINE_COLOURS, Outline, as_outlines, draw_outlines
 from gatta_viz.data.preprocess import IMAGE_EXTENSIONS, ImageLimits, image_limits
+from gatta_viz.data.scenes import ITEM_THRESHOLD
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,6 +73,17 @@ MAX_CHECKPOINT_MB = 100
 MAX_INPUT_SIDE = 512  # an uploaded checkpoint may not ask for inputs larger than this
 MAX_PARAMETERS = 100_000_000
 ACQUIRE_TIMEOUT = 120.0  # seconds a render waits for a free replica before saying the server is busy
+
+# ---------------------------------------------------------------- top-down cues and composed scenes
+NO_CUE = "None (the query pooled from the image)"
+CUE_HELP = ("A top-down cue replaces the global query that pass 1 pools from the image by the model's stored query "
+            "of one class (the mean pooled query of training images holding that class alone): \"what would the "
+            "network attend to if it were looking for this class?\" The maps without and under the cue are shown "
+            "side by side, each layer's two maps on one colour scale.")
+CUE_ROWS_NOTE = ("Two rows: without the cue and under it; **each layer's two maps share one colour scale** (the larger "
+                 "of their largest values), so a colour means the same value in both rows.")
+GARMENT_FOLDER = "fashion-mnist"  # sample images of single 28x28 garments, the composer's pieces
+GARMENT_SIDE = 28
 
 
 def samples_dir() -> str:
@@ -405,15 +419,29 @@ class Render:
     gradcam_target: Optional[Dict[str, Any]] = None  # {"label", "index", "predicted": bool}
     explanation: Any = field(default=None, repr=False)  # kept to draw the figure when it is asked for
     cmap: str = "RdBu_r"
+    cue: Optional[str] = None  # the top-down cue of the second row of maps, or None
+    cued_top_pass2: List[Dict[str, Any]] = field(default_factory=list)
+    cued_overlays: Dict[str, Image.Image] = field(default_factory=dict)  # same colour scale per layer as overlays
+    cued_dense: Dict[str, np.ndarray] = field(default_factory=dict)
+    cued_table: List[Dict[str, Any]] = field(default_factory=list)
+    outlines: List[Outline] = field(default_factory=list)
+    shown_outlined: Optional[Image.Image] = None  # the input, enlarged, with the items outlined
 
     def figure_png(self) -> bytes:
         """The Fig. 3 layout as PNG bytes, drawn on first request (about 3/4 of a render's time, so the page
-        hands this method to its download button, which calls it only when clicked)."""
+        hands this method to its download button, which calls it only when clicked). Under a cue: two rows of
+        maps, without and with the cue."""
         if self.explanation is None:
             return b""
         if not self.__dict__.get("_figure_png"):
-            self.__dict__["_figure_png"] = _png(lambda: self.explanation.figure(self.cmap))
+            self.__dict__["_figure_png"] = _png(lambda: self.explanation.figure(self.cmap, outlines=self.outlines or None))
         return self.__dict__["_figure_png"]
+
+    def outline_caption(self) -> str:
+        """``"outlines: Trouser (green), Bag (yellow)"``, or "" without outlines."""
+        if not self.outlines:
+            return ""
+        return "outlines: " + ", ".join(f"{md_escape(o.label)} ({o.colour_name})" for o in self.outlines)
 
 
 def conv_layers(lm: gv.LoadedModel) -> List[str]:
@@ -460,7 +488,8 @@ def _target(target: Optional[int], predicted: int, classes: Sequence[str]) -> Di
 
 def render(model: Union[gv.LoadedModel, ModelPool], name: str, img: Image.Image, layers: Optional[Sequence[str]] = None,
            cmap: str = "RdBu_r", opacity: float = 0.5, signed: bool = True, joint: bool = False, gradcam: bool = True,
-           k: int = 3, gain: bool = True, target: Optional[int] = None) -> Render:
+           k: int = 3, gain: bool = True, target: Optional[int] = None, cue: Optional[str] = None,
+           outlines: Optional[Sequence] = None) -> Render:
     """Compute one image's page content on a free replica of the model.
 
     Args:
@@ -474,13 +503,19 @@ def render(model: Union[gv.LoadedModel, ModelPool], name: str, img: Image.Image,
         gain: maps of alpha x agreement (default: > 0 boosted by pass 2, < 0 suppressed) and dense bars of
             gains 1 + alpha x agreement, instead of raw agreement (whose sign is set by training).
         target: Grad-CAM's class (default: the predicted class).
+        cue: a class name: also explain the image under the model's stored query of that class (its maps on
+            the same colour scale per layer as those without the cue); None or :data:`NO_CUE`: no cue.
+        outlines: items to outline on the input and the maps, ``[(box_xyxy, label, colour), ...]`` in model-input
+            pixels (e.g. :meth:`Scene.outlines`).
     Returns:
         A :class:`Render`. Renders from several threads run in parallel, each on its own replica.
+    Raises:
+        ValueError: a cue the model cannot take (a plain CNN, no stored class queries, unknown class).
     """
     pool = pool_for(model)
     with pool.replica() as lm:
         prep = gv.prepare_image(img, lm.preprocess)
-        return _render(lm, name, prep, layers, cmap, opacity, signed, joint, gradcam, k, gain, target)
+        return _render(lm, name, prep, layers, cmap, opacity, signed, joint, gradcam, k, gain, target, cue, outlines)
 
 
 def render_upload(model: Union[gv.LoadedModel, ModelPool], name: str, data: bytes, **options: Any) -> Render:
@@ -499,12 +534,17 @@ def render_upload(model: Union[gv.LoadedModel, ModelPool], name: str, data: byte
         return _render(lm, name, prep, options.get("layers"), options.get("cmap", "RdBu_r"),
                        options.get("opacity", 0.5), options.get("signed", True), options.get("joint", False),
                        options.get("gradcam", True), options.get("k", 3), options.get("gain", True),
-                       options.get("target"))
+                       options.get("target"), options.get("cue"), options.get("outlines"))
 
 
-def _render(lm: gv.LoadedModel, name: str, prep, layers, cmap, opacity, signed, joint, gradcam, k, gain, target
-            ) -> Render:
+def _render(lm: gv.LoadedModel, name: str, prep, layers, cmap, opacity, signed, joint, gradcam, k, gain, target,
+            cue=None, outlines=None) -> Render:
     layers = list(layers) if layers is not None else conv_layers(lm)
+    cue = None if cue in (None, "", NO_CUE) else cue
+    items = as_outlines(outlines, prep.shown.shape[:2])
+    shown_outlined = draw_outlines(prep.shown, items, scale=outline_scale(prep.shown)) if items else None
+    if cue is not None and not lm.is_gatta:
+        raise ValueError(f"a top-down cue needs a GAttA model: {lm.name} has no GAttA layers")
     if not lm.is_gatta:
         with torch.no_grad():
             logits = lm.model(prep.tensor)[0]
@@ -514,22 +554,198 @@ def _render(lm: gv.LoadedModel, name: str, prep, layers, cmap, opacity, signed, 
         over = {n: gv.overlay(prep.shown, h, cmap, opacity, signed) for n, h in cams.items()}
         buf = io.BytesIO()
         np.savez_compressed(buf, image=prep.shown, logits=logits.detach().numpy(), **{f"gradcam/{n}": v for n, v in cams.items()})
-        return Render(name, prep.shown, prep.inverted, top, top, gradcam_overlays=over, npz=buf.getvalue(), is_gatta=False,
-                      gain=gain, signed=signed, joint=joint, gradcam_target=tgt if cams else None)
-    ex = gv.explain(lm, prep, layers=layers, signed=signed, joint=joint, k=k, gradcam=False, gain=gain)
+        return Render(name, prep.shown, prep.inverted, top, top,
+                      gradcam_overlays=_outlined(over, items), npz=buf.getvalue(), is_gatta=False,
+                      gain=gain, signed=signed, joint=joint, gradcam_target=tgt if cams else None, outlines=items,
+                      shown_outlined=shown_outlined)
+    cued = gv.explain(lm, prep, layers=layers, signed=signed, joint=joint, k=k, gradcam=False, gain=gain, cue=cue)
+    ex = cued.uncued if cued.uncued is not None else cued  # the image's own query; the cue's row is extra
     tgt = _target(target, ex.top_pass2[0]["index"], lm.classes)
     if gradcam and ex.heatmaps:
         ex.gradcam = _gradcam_maps(lm.model, prep.tensor, list(ex.heatmaps), tgt["index"], signed, joint)
-    dense = {n: ex.trace.layers[n].gain[0].numpy() if gain else ex.raw[n] for n in ex.dense_layers}
-    if getattr(ex, "original", None) is not None:
-        ex.original = None  # the decoded upload (up to 1024x1024) is not needed for the figure: keep renders small
+    for e in (ex, cued):
+        e.original = None  # the decoded upload (up to 1024x1024) is not needed for the figure: keep renders small
+
+    def dense_of(e):
+        return {n: e.trace.layers[n].gain[0].numpy() if gain else e.raw[n] for n in e.dense_layers}
+
+    is_cued = cued is not ex
     return Render(
         name=name, shown=prep.shown, inverted=prep.inverted, top_pass1=ex.top_pass1, top_pass2=ex.top_pass2,
-        overlays=ex.overlays(cmap, opacity), gradcam_overlays=ex.gradcam_overlays(cmap, opacity), alphas=ex.alphas,
-        dense=dense, table=ex.table, npz=ex.to_npz(), is_gatta=True, gain=gain, signed=signed, joint=joint,
-        scales=dict(getattr(ex, "scales", {}) or {}), gradcam_target=tgt if ex.gradcam else None, explanation=ex,
-        cmap=cmap,
+        overlays=ex.overlays(cmap, opacity, outlines=items or None),
+        gradcam_overlays=ex.gradcam_overlays(cmap, opacity, outlines=items or None), alphas=ex.alphas,
+        dense=dense_of(ex), table=ex.table, npz=cued.to_npz(), is_gatta=True, gain=gain, signed=signed, joint=joint,
+        scales=dict(getattr(ex, "scales", {}) or {}), gradcam_target=tgt if ex.gradcam else None, explanation=cued,
+        cmap=cmap, cue=cued.cue if is_cued else None, cued_top_pass2=cued.top_pass2 if is_cued else [],
+        cued_overlays=cued.overlays(cmap, opacity, outlines=items or None) if is_cued else {},
+        cued_dense=dense_of(cued) if is_cued else {}, cued_table=cued.table if is_cued else [], outlines=items,
+        shown_outlined=shown_outlined,
     )
+
+
+def outline_scale(image: Union[np.ndarray, Image.Image]) -> int:
+    """How much an outlined image is enlarged: to about 192 pixels on its longer side (as gv.Explanation does)."""
+    side = max(image.size) if isinstance(image, Image.Image) else max(np.asarray(image).shape[:2])
+    return max(1, math.ceil(192 / side))
+
+
+def _outlined(images: Dict[str, Image.Image], items: List[Outline]) -> Dict[str, Image.Image]:
+    if not items:
+        return images
+    return {n: draw_outlines(img, items, scale=outline_scale(img)) for n, img in images.items()}
+
+
+# ---------------------------------------------------------------- top-down cues
+def cue_options(lm: gv.LoadedModel) -> List[str]:
+    """What the cue selector offers: :data:`NO_CUE` and the class names, for a GAttA model with stored class
+    queries; [] otherwise (the page then shows no cue selector)."""
+    if not lm.is_gatta or getattr(lm, "class_queries", None) is None:
+        return []
+    return [NO_CUE] + list(lm.classes)
+
+
+def cue_of(choice: Optional[str]) -> Optional[str]:
+    """The cue a selector value stands for (None for :data:`NO_CUE`)."""
+    return None if choice in (None, "", NO_CUE) else str(choice)
+
+
+# ---------------------------------------------------------------- two-garment scenes from the sample garments
+def composer_canvas(lm: gv.LoadedModel) -> Optional[Tuple[int, int]]:
+    """(H, W) of the canvas the composer fills for this model: its own greyscale input when that has room for
+    garments at different places (both sides larger than a 28x28 garment); None otherwise (28x28 models)."""
+    h, w = (int(v) for v in lm.preprocess["size"])
+    if int(lm.preprocess.get("channels", 1)) != 1 or h <= GARMENT_SIDE or w <= GARMENT_SIDE:
+        return None
+    return h, w
+
+
+def garment_files(folder: Optional[str] = None) -> List[str]:
+    """The garment images the composer may place (file names in the samples' fashion-mnist folder, sorted)."""
+    folder = folder or os.path.join(samples_dir(), GARMENT_FOLDER)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)
+                  and os.path.isfile(os.path.join(folder, n)))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def garment_label(file_name: str, classes: Sequence[str]) -> str:
+    """The class of a sample garment from its file name (``t-shirt-top_test00019.png`` -> ``T-shirt/top``), as
+    the model spells it; the file's stem when no class matches."""
+    stem = os.path.splitext(os.path.basename(file_name))[0]
+    prefix = stem.rsplit("_", 1)[0] if "_" in stem else stem
+    for c in classes:
+        if _slug(c) == _slug(prefix):
+            return c
+    return stem
+
+
+def load_garment(file_name: str, folder: Optional[str] = None) -> np.ndarray:
+    """One sample garment as uint8 (H, W) greyscale pixels. Only files that :func:`garment_files` lists.
+
+    Raises:
+        ValueError: a name that is not one of those files; gv.ImageError: a file that cannot be decoded.
+    """
+    folder = folder or os.path.join(samples_dir(), GARMENT_FOLDER)
+    if file_name not in garment_files(folder):
+        raise ValueError(f"unknown garment {file_name!r}: choose one of the sample garments")
+    img = gv.load_image(os.path.join(folder, file_name), name=file_name)
+    return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+@dataclass
+class Scene:
+    """Garments composited on a black canvas by pixel-wise max, as ``gv.make_scenes`` composites its scenes.
+
+    Attributes:
+        image: uint8 (H, W), the composite.
+        layers: uint8 (k, H, W), each garment alone at its place.
+        boxes: int64 (k, 4) (x0, y0, x1, y1), x1/y1 exclusive, of each garment's pixels > 16 (``SceneData.boxes``).
+        labels: each garment's class name.
+        positions: each garment's (x, y) top-left corner.
+    """
+
+    image: np.ndarray
+    layers: np.ndarray
+    boxes: np.ndarray
+    labels: List[str]
+    positions: List[Tuple[int, int]]
+
+    @property
+    def name(self) -> str:
+        return "scene: " + " + ".join(f"{lb} at ({x}, {y})" for lb, (x, y) in zip(self.labels, self.positions))
+
+    def png(self) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(self.image, "L").save(buf, "PNG")
+        return buf.getvalue()
+
+    def outlines(self) -> List[Outline]:
+        """Each garment's box, in its own colour, labelled with its class (empty garments are left out)."""
+        return [Outline(tuple(int(v) for v in b), lb, OUTLINE_COLOURS[k % len(OUTLINE_COLOURS)])
+                for k, (b, lb) in enumerate(zip(self.boxes, self.labels)) if b[2] > b[0]]
+
+
+def compose_scene(tiles: Sequence[np.ndarray], positions: Sequence[Tuple[int, int]], canvas: Tuple[int, int],
+                  labels: Optional[Sequence[str]] = None) -> Scene:
+    """Place garments on a black ``canvas`` (H, W) and composite them by pixel-wise max.
+
+    Args:
+        tiles: uint8 (h, w) garments.
+        positions: each garment's (x, y) top-left corner on the canvas.
+        canvas: (H, W).
+        labels: each garment's name (default "garment 1", ...).
+    Returns:
+        A :class:`Scene` (boxes of each garment's pixels > 16, like ``SceneData.boxes``).
+    Raises:
+        ValueError: naming the garment that does not fit, or a malformed input.
+    """
+    h0, w0 = (int(v) for v in canvas)
+    if len(tiles) != len(positions) or not tiles:
+        raise ValueError(f"{len(tiles)} garments for {len(positions)} positions")
+    labels = list(labels) if labels is not None else [f"garment {k + 1}" for k in range(len(tiles))]
+    layers = np.zeros((len(tiles), h0, w0), dtype=np.uint8)
+    boxes = np.zeros((len(tiles), 4), dtype=np.int64)
+    for k, (tile, pos) in enumerate(zip(tiles, positions)):
+        tile = np.asarray(tile)
+        if tile.ndim != 2 or tile.dtype != np.uint8:
+            raise ValueError(f"garment {k + 1} must be uint8 (h, w) pixels, got {tile.dtype} {tile.shape}")
+        th, tw = tile.shape
+        try:
+            x, y = (int(v) for v in pos)
+        except (TypeError, ValueError):
+            raise ValueError(f"garment {k + 1}: position must be (x, y) whole numbers, got {pos!r}") from None
+        if not (0 <= x <= w0 - tw and 0 <= y <= h0 - th):
+            raise ValueError(f"garment {k + 1} ({tw}x{th}) at x={x}, y={y} does not fit the {w0}x{h0} canvas: x must "
+                             f"be in 0..{w0 - tw} and y in 0..{h0 - th}")
+        layers[k, y : y + th, x : x + tw] = tile
+        rows, cols = np.nonzero(layers[k] > ITEM_THRESHOLD)
+        if rows.size:
+            boxes[k] = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+    return Scene(layers.max(axis=0), layers, boxes, labels, [tuple(int(v) for v in p) for p in positions])
+
+
+def compose_from_samples(files: Sequence[str], positions: Sequence[Tuple[int, int]], canvas: Tuple[int, int],
+                         classes: Sequence[str], folder: Optional[str] = None) -> Scene:
+    """A scene of sample garments (:func:`garment_files`), labelled with their classes (:func:`garment_label`).
+
+    Raises:
+        ValueError, gv.ImageError: an unknown or unreadable garment, or one that does not fit the canvas.
+    """
+    tiles = [load_garment(f, folder) for f in files]
+    return compose_scene(tiles, positions, canvas, [garment_label(f, classes) for f in files])
+
+
+def default_composition(canvas: Tuple[int, int], garments: Sequence[str]) -> List[Tuple[str, int, int]]:
+    """The composer's starting point: two garments of different classes in opposite corners (overlapping on a
+    48x48 canvas, as most fmnist-pairs scenes do)."""
+    h, w = canvas
+    first = "trouser_test00002.png" if "trouser_test00002.png" in garments else garments[0]
+    second = "bag_test00018.png" if "bag_test00018.png" in garments else garments[-1]
+    return [(first, 0, 0), (second, max(0, w - GARMENT_SIDE), max(0, h - GARMENT_SIDE))]
 
 
 # ---------------------------------------------------------------- legends that follow the controls
@@ -628,9 +844,13 @@ def domain_text(lm: gv.LoadedModel) -> str:
     h, w = pre["size"]
     colour = "greyscale" if pre["channels"] == 1 else "RGB"
     data = lm.meta.get("dataset", "its training data")
-    text = (f"**{md_escape(lm.name)}** was trained on **{md_escape(data)}**: {w}x{h} {colour} images of "
+    kind = {"fmnist-pairs": " (two garments per image, composited by pixel-wise max)",
+            "fmnist-pairs-multimnist": " (two garments per image, composited by pixel-wise max)",
+            "fmnist-clutter": " (one garment over a crop of a natural photo, with clutter)"}.get(str(data), "")
+    text = (f"**{md_escape(lm.name)}** was trained on **{md_escape(data)}**{kind}: {w}x{h} {colour} images of "
             f"{len(lm.classes)} classes ({md_escape(', '.join(lm.classes), 400)}). Every upload is "
-            f"{'greyscaled, ' if pre['channels'] == 1 else ''}padded to the model's aspect ratio and shrunk to {w}x{h}")
+            f"{'greyscaled, ' if pre['channels'] == 1 else ''}padded to the model's aspect ratio and resized to "
+            f"{w}x{h} (an image of exactly {w}x{h} goes in as it is)")
     if pre.get("background") == "dark":
         text += "; the training images are light garments on a black background, so pictures with a bright border are inverted"
     return text + ". Photos of other things are out of domain: the model will still pick one of its classes."

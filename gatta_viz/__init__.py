@@ -38,7 +38,8 @@ _EXPORTS: Dict[str, List[str]] = {
         "save_checkpoint",
     ],
     "data.datasets": ["ImageData", "load_dataset", "load_fashion_mnist"],
-    "data.scenes": ["SceneData", "export_scenes", "make_scenes"],
+    "data.scenes": ["SceneData", "export_scenes", "load_scenes", "load_singles", "make_scenes", "make_singles"],
+    "data.clutter": ["ClutterData", "export_clutter", "load_clutter", "make_clutter"],
     "data.preprocess": [
         "ImageError", "ImageLimits", "PreparedImage", "decoding_cost", "image_limits", "load_image", "prepare_image",
         "to_model_input",
@@ -47,18 +48,23 @@ _EXPORTS: Dict[str, List[str]] = {
     "training.cues": ["class_queries", "store_class_queries"],
     "training.recalibrate": ["recalibrate_checkpoint", "recalibrate_statistics"],
     "analysis.heatmaps": ["conv_heatmaps", "normalize", "normalize_with_scales", "upsample"],
-    "analysis.overlays": ["colorize", "overlay", "overlay_on_original", "to_rgb_array"],
-    "analysis.figures": ["Fig3Renderer", "alpha_bars", "fig3", "image_for_display", "save_figure"],
+    "analysis.overlays": [
+        "OUTLINE_COLOURS", "Outline", "as_outlines", "colorize", "draw_outlines", "outlines_from_index", "overlay",
+        "overlay_on_original", "rescale_outlines", "to_rgb_array",
+    ],
+    "analysis.figures": ["Fig3Renderer", "alpha_bars", "fig3", "image_for_display", "normalize_shared", "save_figure"],
     "analysis.style": ["map_legend"],
     "analysis.checks": ["UntrainedGAttAWarning"],
     "analysis.interactive": ["class_bars", "layer_slider"],
     "analysis.contributions": ["ablation_scores", "contribution_table", "layer_statistics"],
     "analysis.embedding": ["QEmbedding", "collect_q_avg", "embedding_figure", "pca_2d", "q_avg_embedding"],
     "analysis.attributions": ["compare_with_captum", "gradcam", "integrated_gradients", "rank_correlation", "saliency"],
-    "analysis.explanation": ["Explanation", "explain", "explain_batch", "topk"],
+    "analysis.explanation": ["Explanation", "explain", "explain_batch", "resolve_cue", "topk"],
     "metrics.faithfulness": [
         "agreement_saliency", "auc", "explain_func", "faithfulness_report", "perturbation_curve", "perturbed_images",
+        "trace_saliency",
     ],
+    "metrics.cueing": ["both_items_correct", "cue_examples", "measure_cues", "readout_by_cueing", "scene_report"],
     "metrics.imputation": ["noisy_linear_impute"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

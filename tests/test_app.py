@@ -456,3 +456,80 @@ def test_warm_up_renders_on_every_replica_and_gives_them_back(logic, monkeypatch
     monkeypatch.setattr(logic, "_render", lambda m, *a: (seen.append(id(m)), real(m, *a))[1])
     pool.warm_up()
     assert sorted(seen) == sorted({id(pool.lm)} | {id(m) for m in pool._free.queue}) and pool.idle() == 2
+
+
+# ---------------------------------------------------------------- top-down cues and composed scenes
+SCENE_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def save_scene_checkpoint(path, queries=True):
+    """A small 48x48 GAttA scene model (alphas 0.3) with random stored class queries, or none."""
+    kwargs = {"in_channels": 1, "num_classes": 10, "input_size": [48, 48], "widths": [8, 16, 32], "blocks": [1, 1, 1],
+              "d": 8, "stem_stride": 2, "alpha_init": 0.3}
+    torch.manual_seed(0)
+    model = gv.gatta_compact_resnet(**kwargs).eval()
+    gv.save_checkpoint(str(path), model, "gatta_compact_resnet", kwargs, SCENE_CLASSES,
+                       {"size": [48, 48], "channels": 1, "mean": [0.17], "std": [0.31], "background": "dark"},
+                       meta={"dataset": "fmnist-pairs"}, class_queries=torch.randn(10, 8) if queries else None)
+
+
+def selectbox_keys(at):
+    return [s.key for s in at.selectbox]
+
+
+def test_cue_selector_only_for_models_with_stored_queries_and_the_scene_composer(samples, tmp_path, monkeypatch, logic):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    save_scene_checkpoint(folder / "scene.pt")
+    save_scene_checkpoint(folder / "noq.pt", queries=False)
+    monkeypatch.setenv("GATTA_VIZ_MODEL_DIR", str(folder))
+    monkeypatch.setenv("GATTA_VIZ_SAMPLES", os.path.join(os.path.dirname(APP), "..", "sample_images"))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception and not at.error
+    # the bundled 28x28 GAttA model stores class queries: a cue selector, but no composer (no room for two garments)
+    assert "cue" in selectbox_keys(at) and "garment0" not in selectbox_keys(at)
+    assert at.selectbox(key="cue").options == [logic.NO_CUE] + list(gv.load_model().classes)
+    for name in ("fmnist-resnet", "noq.pt"):  # a plain CNN; a GAttA model without stored queries
+        at.selectbox(key="model").set_value(name).run()
+        assert not at.exception and not at.error
+        assert "cue" not in selectbox_keys(at), name
+    at.selectbox(key="model").set_value("scene.pt").run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="cue").value == logic.NO_CUE
+    assert [at.selectbox(key=f"garment{i}").value for i in (0, 1)] == ["trouser_test00002.png", "bag_test00018.png"]
+    assert [s.value for s in at.subheader] == ["scene: Trouser at (0, 0) + Bag at (20, 20)"]
+    assert captions(at, "what the model saw") == ["what the model saw; outlines: Trouser (green), Bag (yellow)"]
+    assert captions(at, "cued: ") == []
+
+    lm = gv.load_model(str(folder / "scene.pt"))
+
+    def by_hand(x0, y0, x1, y1):
+        scene = logic.compose_from_samples(["trouser_test00002.png", "bag_test00018.png"], [(x0, y0), (x1, y1)],
+                                           (48, 48), lm.classes)
+        x = gv.prepare_image(Image.open(io.BytesIO(scene.png())), lm.preprocess).tensor
+        with torch.no_grad():
+            t = lm.model.trace(x, query=lm.cue("Trouser"))
+        return gv.topk(t.logits_pass2[0], lm.classes, 1)[0]
+
+    at.selectbox(key="cue").set_value("Trouser").run()
+    assert not at.exception and not at.error
+    assert [c.split(",")[0] for c in captions(at, "cued: ")] == [f"cued: Trouser · alpha x agreement layer{i}" for i in (1, 2, 3)]
+    assert len(captions(at, "alpha x agreement layer")) == 3  # the row without the cue is still there
+    top = by_hand(0, 0, 20, 20)
+    md = [m.value for m in at.markdown]
+    assert any(v.startswith(f"**Pass 2 cued: Trouser**\n1. {top['label']}: {100 * top['prob']:.1f}%") for v in md)
+    assert any("each layer's two maps share one colour scale" in v for v in md)
+    assert len(at.get("plotly_chart")) == 2 and len(at.dataframe) == 3  # fc without / with the cue; two layer tables
+    at.slider(key="gx1").set_value(5).run()  # move the bag
+    assert not at.exception and not at.error
+    assert [s.value for s in at.subheader] == ["scene: Trouser at (0, 0) + Bag at (5, 20)"]
+    top = by_hand(0, 0, 5, 20)
+    assert any(m.value.startswith(f"**Pass 2 cued: Trouser**\n1. {top['label']}: {100 * top['prob']:.1f}%") for m in at.markdown)
+    at.checkbox(key="compose").uncheck().run()
+    assert not at.exception and not at.error and [s.value for s in at.subheader] == []
+    # back to a 28x28 model: the single-image flow, its cue reset to none
+    at.selectbox(key="model").set_value(gv.DEFAULT_MODEL).run()
+    at.multiselect(key="samples").set_value(["fashion-mnist/bag_test00018.png"]).run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="cue").value == logic.NO_CUE and captions(at, "cued: ") == []
+    assert [s.value for s in at.subheader] == ["fashion-mnist/bag\\_test00018.png"]

@@ -84,10 +84,11 @@ def test_the_documented_streamlit_command_listens_on_this_machine_only():
 
 
 @needs_chromium
-def test_cli_app_listens_locally_and_renders_two_uploads_with_one_name_in_a_real_browser():
+def test_cli_app_listens_locally_and_renders_two_uploads_with_one_name_and_a_cue_in_a_real_browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -128,6 +129,24 @@ def test_cli_app_listens_locally_and_renders_two_uploads_with_one_name_in_a_real
         body = driver.find_element(By.TAG_NAME, "body").text
         assert body.count("Pass 2 (model output)") == 2 and "Trouser" in body and "Ankle boot" in body
         assert "Download raw maps (.npz)" in body and "DuplicateElementKey" not in body
+        assert driver.find_elements(By.CSS_SELECTOR, "[data-testid='stException']") == []
+        # a top-down cue (the bundled model stores one query per class): each image gets a second row of maps
+        cue_box = next(b for b in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stSelectbox']")
+                       if "Top-down cue" in b.text)
+        field = cue_box.find_element(By.CSS_SELECTOR, "input")
+        field.click()
+        field.send_keys("Trouser")
+        field.send_keys(Keys.ENTER)
+
+        def cued_captions(d):
+            return [c.text for c in d.find_elements(By.CSS_SELECTOR, "[data-testid='stImageCaption']")
+                    if c.text.startswith("cued: Trouser")]
+
+        wait.until(lambda d: len(cued_captions(d)) == 6)
+        assert [c.split(",")[0] for c in cued_captions(driver)] == \
+            [f"cued: Trouser · alpha x agreement layer{i}" for i in (1, 2, 3)] * 2
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").text.count("Pass 2 cued: Trouser") == 2)
+        assert len(map_captions(driver)) == 6  # the maps without the cue stay
         assert driver.find_elements(By.CSS_SELECTOR, "[data-testid='stException']") == []
         time.sleep(1)  # let images finish painting for the screenshot
         os.makedirs(ARTIFACTS, exist_ok=True)

@@ -116,3 +116,30 @@ def test_augmented_single_channel_batches_have_standard_strides():
 
     x = augment_batch(torch.randn(4, 1, 48, 48), generator=torch.Generator().manual_seed(0))
     assert x.stride() == (48 * 48, 48 * 48, 48, 1)
+
+
+def test_singles_place_each_garment_alone_as_a_scene_would():
+    from gatta_viz.data.scenes import make_singles
+
+    src = block_source()
+    s = make_singles(src, "random", seed=0)
+    assert s.images.shape == (3, 1, 48, 48) and torch.equal(s.labels, src.labels)
+    for i, v in enumerate((200, 100, 50)):
+        ys, xs = torch.nonzero(s.images[i, 0], as_tuple=True)
+        assert len(ys) == 28 * 28 and (s.images[i, 0][ys, xs] == v).all()  # the whole tile, nothing else
+        assert ys.max() - ys.min() == 27 and xs.max() - xs.min() == 27
+
+
+def test_stem_stride_two_halves_every_feature_map():
+    m1 = gv.build_model("gatta_compact_resnet", in_channels=1, num_classes=10, widths=[8, 16, 32], input_size=48)
+    m2 = gv.build_model("gatta_compact_resnet", in_channels=1, num_classes=10, widths=[8, 16, 32], input_size=48,
+                        stem_stride=2)
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        t1, t2 = m1.trace(x), m2.trace(x)
+    for name in ("layer1", "layer2", "layer3"):
+        h1, h2 = t1.layers[name].agreement.shape[-1], t2.layers[name].agreement.shape[-1]
+        assert h2 * 2 == h1
+    assert t2.logits.shape == (2, 10)
+    with pytest.raises(ValueError, match="stem_stride"):
+        gv.build_model("compact_resnet", stem_stride=3)

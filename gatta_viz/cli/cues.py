@@ -7,6 +7,7 @@ import sys
 import torch
 
 from ..data.datasets import load_dataset
+from ..data.scenes import SCENE_DATASETS, load_singles
 from ..training.cues import store_class_queries
 
 __all__ = ["build_parser", "run"]
@@ -16,7 +17,8 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``gatta-viz cues``."""
     p.add_argument("src", help="a GAttA checkpoint")
     p.add_argument("dst", help="where to write it with its class queries (may be the same file)")
-    p.add_argument("--dataset", default=None, help="images to average over (default: the checkpoint's training set)")
+    p.add_argument("--dataset", default=None, help="images to average over (default: the checkpoint's training set; for a model "
+                   "trained on two-garment scenes, every training garment alone on the scene canvas)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--images", type=int, default=0, help="average over the first N images only (0: all)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -30,8 +32,13 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        dataset = args.dataset or read_checkpoint(args.src)["meta"].get("dataset", "fashion-mnist")
-        data = load_dataset(dataset, "train", args.data_root)
+        ckpt = read_checkpoint(args.src)
+        dataset = args.dataset or ckpt["meta"].get("dataset", "fashion-mnist")
+        if dataset in SCENE_DATASETS:  # a scene model: average over garments alone on the scene canvas
+            pre = ckpt["preprocess"]
+            data = load_singles(dataset, "train", args.data_root, pre["mean"], pre["std"])
+        else:
+            data = load_dataset(dataset, "train", args.data_root)
         info = store_class_queries(args.src, args.dst, data.subset(args.images) if args.images else data)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

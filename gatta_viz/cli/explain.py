@@ -8,6 +8,14 @@ from the model input), ``STEM_maps.npz`` and
 ``STEM.json``; plus ``index.json`` for the run. Unreadable files are reported on stderr (file and problem) and
 skipped; everything else is still written, and the exit code is 1 when any file failed (0 when all
 succeeded, 2 on bad options).
+
+``--cue CLASS`` explains every image under a top-down cue: the model's stored query of CLASS replaces the query
+pass 1 pools from the image (a GAttA checkpoint with class queries, see ``gatta-viz cues``). The figure then
+has two rows, "without cue" and "cued: CLASS", each layer's two maps on one colour scale; overlays under the
+cue are written as ``STEM_overlay_LAYER_cued.png`` next to those without it; the JSON, the .npz (keys
+``uncued/...``) and ``index.json`` record the cue. ``--boxes INDEX.json`` outlines the items listed for each
+image in an ``index.json`` written by ``export_scenes`` or ``export_clutter`` (matched by file name), in the
+figure and on enlarged overlays.
 """
 from __future__ import annotations
 
@@ -23,15 +31,15 @@ import torch
 from tqdm import tqdm
 
 from ..analysis.checks import UntrainedGAttAWarning, is_untrained, untrained_message
-from ..analysis.explanation import Explanation, explain_batch
+from ..analysis.explanation import Explanation, explain_batch, resolve_cue
 from ..analysis.figures import FIGURE_FORMATS, LAYOUTS, Fig3Renderer
-from ..analysis.overlays import check_cmap
+from ..analysis.overlays import Outline, as_outlines, check_cmap, outlines_from_index, rescale_outlines
 from ..analysis.style import DEFAULT_CMAP
 from ..data.preprocess import IMAGE_EXTENSIONS, ImageError, PreparedImage, load_image, prepare_image
 from ..models.checkpoint import BUNDLED, DEFAULT_MODEL, LoadedModel, load_model
 
 __all__ = ["collect_files", "collect_inputs", "resolve_model", "auto_threads", "write_explanation", "explain_files",
-           "build_parser", "run"]
+           "outline_lookup", "build_parser", "run"]
 
 
 def resolve_model(name_or_path: str) -> LoadedModel:
@@ -97,44 +105,76 @@ def _stem(path: str, used: Dict[str, int]) -> str:
 class _Renderers:
     """One :class:`Fig3Renderer` per figure structure, reused across images (building costs more than drawing)."""
 
-    def __init__(self, cmap: str, layout: str) -> None:
-        self.cmap, self.layout = cmap, layout
+    def __init__(self, cmap: str, layout: str, outlines: bool = False) -> None:
+        self.cmap, self.layout, self.outlines = cmap, layout, outlines
         self.current: Optional[Fig3Renderer] = None
 
-    def get(self, ex: Explanation) -> Fig3Renderer:
+    def get(self, ex: Explanation, outlines: Optional[bool] = None) -> Fig3Renderer:
         layers = list(ex.heatmaps)
+        compare = ex.uncued is not None
+        outlines = self.outlines if outlines is None else outlines
         r = self.current
-        if r is None or not r.matches(ex.trace, ex.classes, ex.signed, ex.joint, self.cmap, ex.gain, self.layout, layers) \
-                or r.image_shape != ex.image.shape[:2]:
+        if r is None or not r.matches(ex.trace, ex.classes, ex.signed, ex.joint, self.cmap, ex.gain, self.layout, layers,
+                                      ex.cue, compare, outlines) or r.image_shape != ex.image.shape[:2]:
             r = Fig3Renderer(ex.trace, ex.classes, ex.signed, ex.joint, self.cmap, ex.gain, self.layout, layers,
-                             image_shape=ex.image.shape[:2])
+                             image_shape=ex.image.shape[:2], cue=ex.cue, compare=compare, outlines=outlines)
             self.current = r
         return r
 
 
+def outline_lookup(index_path: str) -> Callable[[str], Optional[List[Outline]]]:
+    """``lookup(path)``: the outlines an ``export_scenes`` / ``export_clutter`` index lists for an image file,
+    matched by file name (None when the index does not list it).
+
+    Raises:
+        FileNotFoundError, ValueError: the index cannot be read (see ``outlines_from_index``).
+    """
+    table = outlines_from_index(index_path)
+
+    def lookup(path: str) -> Optional[List[Outline]]:
+        return table.get(os.path.basename(path))
+
+    lookup.entries = len(table)  # type: ignore[attr-defined]
+    return lookup
+
+
 def write_explanation(ex: Explanation, out_dir: str, stem: str, source: str, cmap: str = DEFAULT_CMAP,
                       opacity: float = 0.5, fmt: str = "png", dpi: int = 150, layout: str = "double",
-                      renderers: Optional[_Renderers] = None) -> Dict[str, str]:
+                      renderers: Optional[_Renderers] = None, outlines: Optional[Sequence] = None) -> Dict[str, str]:
     """Write figure, overlays (input and original resolution), npz and JSON for one explanation.
+
+    With a cue and the uncued explanation (``explain(..., cue=...)``), the figure has both rows, overlays
+    without the cue keep their names and those under it end in ``_cued``. ``outlines`` (in model-input pixels)
+    are drawn in the figure and on the overlays, which are then enlarged (see ``Explanation.overlays``).
 
     Returns:
         name -> written path.
     """
     os.makedirs(out_dir, exist_ok=True)
-    renderers = renderers or _Renderers(cmap, layout)
+    renderers = renderers or _Renderers(cmap, layout, outlines=bool(outlines))
     r = renderers.get(ex)
-    r.update(ex.image, ex.trace, 0, ex.true_label)
+    items = as_outlines(outlines, ex.image.shape[:2]) if outlines else None
+    if ex.uncued is not None:
+        r.update(ex.uncued.image, ex.uncued.trace, 0, ex.true_label, cued_trace=ex.trace, outlines=items)
+    else:
+        r.update(ex.image, ex.trace, 0, ex.true_label, outlines=items)
     written = {"figure": r.save(os.path.join(out_dir, f"{stem}_fig3.{fmt}"), dpi=dpi)}
-    for layer, img in ex.overlays(cmap, opacity).items():
-        written[f"overlay_{layer}"] = p = os.path.join(out_dir, f"{stem}_overlay_{layer}.png")
-        img.save(p, compress_level=1)
-    if ex.original_differs():  # a 28x28 greyscale sample is its own model input: no second copy
-        for layer, img in ex.overlays(cmap, opacity, on="original").items():
-            written[f"overlay_{layer}_original"] = p = os.path.join(out_dir, f"{stem}_overlay_{layer}_original.png")
+    versions = [(ex.uncued, ""), (ex, "_cued")] if ex.uncued is not None else [(ex, "_cued" if ex.cue else "")]
+    for e, tag in versions:
+        for layer, img in e.overlays(cmap, opacity, outlines=items).items():
+            written[f"overlay_{layer}{tag}"] = p = os.path.join(out_dir, f"{stem}_overlay_{layer}{tag}.png")
             img.save(p, compress_level=1)
+    if ex.original_differs():  # a 28x28 greyscale sample is its own model input: no second copy
+        for e, tag in versions:
+            for layer, img in e.overlays(cmap, opacity, on="original", outlines=items).items():
+                key = f"overlay_{layer}{tag}_original"
+                written[key] = p = os.path.join(out_dir, f"{stem}_{key}.png")
+                img.save(p, compress_level=1)
     written["maps"] = os.path.join(out_dir, f"{stem}_maps.npz")
     ex.to_npz(written["maps"])
     summary = {"source": source, **ex.summary()}
+    if items:
+        summary["outlines"] = [{"label": o.label, "box_xyxy": list(o.box), "colour": o.colour} for o in items]
     written["summary"] = os.path.join(out_dir, f"{stem}.json")
     with open(written["summary"], "w") as f:
         json.dump(summary, f, indent=2)
@@ -145,7 +185,8 @@ def explain_files(loaded: LoadedModel, files: Sequence[Union[str, Tuple[str, str
                   joint: bool = False, batch_size: int = 16, cmap: str = DEFAULT_CMAP, opacity: float = 0.5,
                   gradcam: bool = False, progress: bool = True, gain: bool = True,
                   label_of: Optional[Callable[[str], Optional[int]]] = None, fmt: str = "png", dpi: int = 150,
-                  layout: str = "double") -> Tuple[List[Dict], List[ImageError]]:
+                  layout: str = "double", cue=None,
+                  outlines_of: Optional[Callable[[str], Optional[Sequence]]] = None) -> Tuple[List[Dict], List[ImageError]]:
     """Explain many files: decode a batch, explain it with one trace (and one ablation forward per layer), write
     each image's outputs.
 
@@ -163,6 +204,11 @@ def explain_files(loaded: LoadedModel, files: Sequence[Union[str, Tuple[str, str
         fmt: figure format, ``png``, ``pdf`` or ``svg``.
         dpi: figure resolution (PNG, and images inside PDF/SVG).
         layout: ``double`` (7.2 in wide) or ``single`` (3.5 in) figure.
+        cue: a top-down cue (a class name with stored class queries, or a query tensor): every image is
+            explained under it and without it (two rows in the figure).
+        outlines_of: ``outlines_of(path)`` may give an image's items to outline, in the image file's own
+            pixels (e.g. :func:`outline_lookup` of an ``export_scenes`` index); they are moved to the model
+            input when the preprocessing resizes the image.
     Returns:
         (records, errors): one record per written image (source, prediction, paths), and the files that failed.
     """
@@ -170,7 +216,7 @@ def explain_files(loaded: LoadedModel, files: Sequence[Union[str, Tuple[str, str
         raise ValueError(f"figure format must be one of {FIGURE_FORMATS}, got {fmt!r}")
     records, errors = [], []
     used: Dict[str, int] = {}
-    renderers = _Renderers(cmap, layout)
+    renderers = _Renderers(cmap, layout, outlines=outlines_of is not None)
     bar = tqdm(total=len(files), desc="explain", disable=not progress, unit="img")
     items = [(f, f) if isinstance(f, str) else (f[0], f[1]) for f in files]
     names = dict(items)
@@ -187,11 +233,23 @@ def explain_files(loaded: LoadedModel, files: Sequence[Union[str, Tuple[str, str
             continue
         labels = [label_of(p) if label_of else None for p, _ in batch]
         exs = explain_batch(loaded, [prep for _, prep in batch], layers=layers, signed=signed, joint=joint,
-                            gradcam=gradcam, true_label=labels, gain=gain)
-        for (path, _), ex in zip(batch, exs):
-            paths = write_explanation(ex, out_dir, _stem(path, used), path, cmap, opacity, fmt, dpi, layout, renderers)
-            records.append({"source": path, "name": names[path], "prediction": ex.prediction, "pass1": ex.top_pass1[0],
-                            "files": paths})
+                            gradcam=gradcam, true_label=labels, gain=gain, cue=cue)
+        for (path, prep), ex in zip(batch, exs):
+            found = outlines_of(path) if outlines_of is not None else None
+            try:
+                drawn = rescale_outlines(found, prep.original.size, ex.image.shape[:2]) if found else None
+            except ValueError as e:  # an index made for other images: say so, explain the image anyway
+                tqdm.write(f"warning: {names[path]}: outlines not drawn ({e})", file=sys.stderr)
+                drawn = None
+            paths = write_explanation(ex, out_dir, _stem(path, used), path, cmap, opacity, fmt, dpi, layout, renderers,
+                                      outlines=drawn)
+            record = {"source": path, "name": names[path], "prediction": ex.prediction, "pass1": ex.top_pass1[0],
+                      "files": paths}
+            if ex.uncued is not None:
+                record["prediction_without_cue"] = ex.uncued.prediction
+            if outlines_of is not None:
+                record["outlined"] = [o.label for o in drawn or []]
+            records.append(record)
             bar.update(1)
     bar.close()
     return records, errors
@@ -225,6 +283,13 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="figure resolution (PNG, and images inside PDF/SVG); 300 for print")
     p.add_argument("--layout", choices=tuple(LAYOUTS), default="double",
                    help="figure width: double = 7.2 in (two journal columns), single = 3.5 in (one column)")
+    p.add_argument("--cue", default=None, metavar="CLASS",
+                   help="explain under a top-down cue: the model's stored query of class CLASS replaces the query pass 1 "
+                        "pools from the image (a GAttA checkpoint with class queries: store them with `gatta-viz cues`); "
+                        "figures show the maps without and with the cue (\"cued: CLASS\") on one colour scale per layer")
+    p.add_argument("--boxes", default=None, metavar="INDEX.json",
+                   help="outline each image's items (both garments of a scene, the garment of a clutter image) from an "
+                        "index.json written by gatta_viz export_scenes / export_clutter, matched by file name")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads; 0 = automatic (1 for inputs up to 64x64 pixels, torch's default otherwise)")
     return p
@@ -255,6 +320,13 @@ def run(args: argparse.Namespace) -> int:
             if bad:
                 conv = [n for n, k in loaded.model.layer_kinds.items() if k == "conv"]
                 raise ValueError(f"--layers {bad} are not conv GAttA layers of {loaded.name}; choose from {conv}")
+        cue = None
+        if args.cue is not None:
+            try:
+                cue = resolve_cue(loaded, args.cue)[1]
+            except ValueError as e:
+                raise ValueError(f"--cue: {e}") from None
+        outlines_of = outline_lookup(args.boxes) if args.boxes else None
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -274,11 +346,15 @@ def run(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore", UntrainedGAttAWarning)  # said once above, in words
             records, errors = explain_files(loaded, files, args.out, args.layers, args.signed, args.joint,
                                             args.batch_size, args.cmap, args.opacity, args.gradcam, gain=not args.raw,
-                                            fmt=args.fmt, dpi=args.dpi, layout=args.layout)
+                                            fmt=args.fmt, dpi=args.dpi, layout=args.layout, cue=cue,
+                                            outlines_of=outlines_of)
     finally:
         torch.set_num_threads(previous)
+    if outlines_of is not None and records and not any(r["outlined"] for r in records):
+        print(f"warning: {args.boxes} lists none of the explained images (matched by file name): no outlines drawn",
+              file=sys.stderr)
     index = {"model": loaded.name, "maps": "raw agreement (sign set by training)" if args.raw else "alpha x agreement",
-             "threads": threads, "written": records,
+             "cue": cue, "boxes": args.boxes, "threads": threads, "written": records,
              "failed": [{"file": e.name, "problem": e.problem} for e in errors]
              + [{"file": m, "problem": "no such file or directory"} for m in missing]}
     os.makedirs(args.out, exist_ok=True)

@@ -27,7 +27,8 @@ import torch
 
 from .datasets import ImageData
 
-__all__ = ["PRESETS", "SCENE_DATASETS", "SceneData", "make_scenes", "load_scenes", "export_scenes"]
+__all__ = ["PRESETS", "SCENE_DATASETS", "SceneData", "make_scenes", "make_singles", "load_scenes", "load_singles",
+           "export_scenes"]
 
 PRESETS = ("random", "multimnist")
 ITEM_THRESHOLD = 16  # a pixel belongs to an item when its intensity (0-255) exceeds this
@@ -35,6 +36,12 @@ ITEM_THRESHOLD = 16  # a pixel belongs to an item when its intensity (0-255) exc
 # 10,000 scenes from the test split (seed 1)
 SCENE_DATASETS = {"fmnist-pairs": "random", "fmnist-pairs-multimnist": "multimnist"}
 SPLIT_SIZES = {"train": (60_000, 0), "test": (10_000, 1)}
+# mean and std of each named set's 60,000 train scenes (pixels in [0, 1]): both splits are normalised with these,
+# as a model trained on the train scenes is (its checkpoint records the same numbers)
+SCENE_NORMALIZATION = {
+    "fmnist-pairs": ((0.16858592274872908,), (0.31068682401761655,)),
+    "fmnist-pairs-multimnist": ((0.2716073288348261,), (0.3624024682534546,)),
+}
 
 
 @dataclass
@@ -190,8 +197,68 @@ def make_scenes(
     )
 
 
+def make_singles(source: ImageData, preset: str = "random", canvas: Optional[int] = None, seed: int = 2,
+                 name: Optional[str] = None) -> ImageData:
+    """Every garment of ``source`` alone on a scene canvas, placed as a scene would place it.
+
+    These are the images "holding one class alone" that the default top-down cue of a scene model averages
+    over (:func:`gatta_viz.training.cues.class_queries`): same canvas, same placement rule, one item.
+
+    Args:
+        source: 28x28 greyscale garments (normally the train split).
+        preset, canvas: as :func:`make_scenes`.
+        seed: seeds the positions.
+        name: dataset name for reports (default ``"<preset>-singles"``).
+    Returns:
+        An :class:`ImageData` with one label per image, normalised like the scenes of that preset would be
+        (pass the scenes' mean/std yourself when it matters: ``data.mean, data.std = scenes.mean, scenes.std``).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown scene preset {preset!r}; presets: {PRESETS}")
+    canvas = canvas if canvas is not None else (48 if preset == "random" else 36)
+    if tuple(source.images.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"source images must be (N, 1, 28, 28) greyscale, got {tuple(source.images.shape)}")
+    rng = np.random.default_rng(seed)
+    n = len(source)
+    offsets = _offsets(preset, canvas, rng, n)[:, :1]  # (n, 1, 2): one item per image
+    tiles = source.images[:, 0].numpy()
+    images = np.zeros((n, 1, canvas, canvas), dtype=np.uint8)
+    for lo in range(0, n, 4096):
+        sl = slice(lo, min(n, lo + 4096))
+        idx = np.arange(sl.start, sl.stop)[:, None].repeat(2, 1)
+        both = np.concatenate([offsets[sl], offsets[sl]], 1)
+        images[sl] = _place(tiles, idx, both, canvas)[:, :1]
+    return ImageData(torch.from_numpy(images), source.labels.clone(), list(source.classes), source.mean, source.std,
+                     name or f"{preset}-singles")
+
+
+def load_singles(name: str, split: str = "train", root: Optional[str] = None,
+                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None) -> ImageData:
+    """Every garment of a Fashion-MNIST split alone on the canvas of scene set ``name``.
+
+    Args:
+        name: a scene data set name (``SCENE_DATASETS``).
+        split: ``"train"`` (default; what class queries average over) or ``"test"``.
+        root: where the Fashion-MNIST files are.
+        mean, std: normalisation to attach (a scene model's own, from its checkpoint); default: the train
+            scenes' (``SCENE_NORMALIZATION``), which is what a model trained on ``name`` uses.
+    Returns:
+        An :class:`ImageData` of 60,000 (train) or 10,000 (test) single-garment images.
+    """
+    from .datasets import load_fashion_mnist
+
+    if name not in SCENE_DATASETS:
+        raise ValueError(f"unknown scene data set {name!r}; known: {sorted(SCENE_DATASETS)}")
+    singles = make_singles(load_fashion_mnist(split, root), SCENE_DATASETS[name], name=f"{name}-singles")
+    if mean is None or std is None:
+        mean, std = SCENE_NORMALIZATION[name]
+    singles.mean, singles.std = tuple(mean), tuple(std)
+    return singles
+
+
 def load_scenes(name: str, split: str = "train", root: Optional[str] = None) -> SceneData:
-    """A named scene data set (see ``SCENE_DATASETS``): 60,000 train scenes or the fixed 10,000 test scenes.
+    """A named scene data set (see ``SCENE_DATASETS``): 60,000 train scenes or the fixed 10,000 test scenes,
+    both normalised with the train scenes' mean and std (``SCENE_NORMALIZATION``).
 
     Args:
         name: ``"fmnist-pairs"`` (random placement, 48x48) or ``"fmnist-pairs-multimnist"`` (36x36).
@@ -207,7 +274,9 @@ def load_scenes(name: str, split: str = "train", root: Optional[str] = None) -> 
     if split not in SPLIT_SIZES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     n, seed = SPLIT_SIZES[split]
-    return make_scenes(load_fashion_mnist(split, root), n, SCENE_DATASETS[name], seed=seed, name=name)
+    scenes = make_scenes(load_fashion_mnist(split, root), n, SCENE_DATASETS[name], seed=seed, name=name)
+    scenes.mean, scenes.std = SCENE_NORMALIZATION[name]
+    return scenes
 
 
 def export_scenes(scenes: SceneData, out_dir: str, limit: Optional[int] = None) -> str:

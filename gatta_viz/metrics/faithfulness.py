@@ -42,7 +42,7 @@ from ..analysis.heatmaps import normalize, upsample
 from .imputation import noisy_linear_impute
 from ..core.hooks import temporarily_eval
 
-__all__ = ["METHODS", "agreement_saliency", "explain_func", "perturbation_curve", "perturbed_images", "auc", "faithfulness_report",
+__all__ = ["METHODS", "agreement_saliency", "trace_saliency", "explain_func", "perturbation_curve", "perturbed_images", "auc", "faithfulness_report",
            "parse_method", "report_table", "example_panels"]
 
 # "gain" = alpha x agreement (the default map everywhere); "agreement" = raw agreement (sign set by training)
@@ -68,19 +68,33 @@ def agreement_saliency(model, x: torch.Tensor, layer: Optional[str] = None, gain
     x = check_model_input(x, "agreement_saliency input")
     with temporarily_eval(model):
         t = model.trace(x)
+    return trace_saliency(t, tuple(x.shape[2:]), layer, gain, scale_layers)
+
+
+def trace_saliency(t, size: Tuple[int, int], layer: Optional[str] = None, gain: bool = True,
+                   scale_layers: bool = True) -> np.ndarray:
+    """:func:`agreement_saliency` of a trace already computed (e.g. one run under a top-down cue).
+
+    Args:
+        t: a :class:`~gatta_viz.core.trace.GAttATrace`.
+        size: (H, W) of the input.
+        layer, gain, scale_layers: as :func:`agreement_saliency`.
+    Returns:
+        (B, H, W) float32.
+    """
     convs = [n for n, lt in t.layers.items() if lt.kind == "conv"]
     if layer is not None:
         if layer not in convs:
             raise ValueError(f"{layer!r} is not a conv GAttA layer; conv layers: {convs}")
         convs = [layer]
-    size = tuple(x.shape[2:])
-    out = np.zeros((x.shape[0], *size), dtype=np.float32)
-    for i in range(x.shape[0]):
-        maps = {n: upsample(t.layers[n].map(gain)[i], size) for n in convs}
-        if scale_layers:
-            maps = normalize(maps, signed=True, joint=False)
-        out[i] = np.mean(list(maps.values()), axis=0)
-    return out
+    total = None
+    for n in convs:
+        m = torch.as_tensor(upsample(t.layers[n].map(gain), size))  # (B, H, W)
+        if scale_layers:  # each image's map divided by its own max |value| (all-zero maps stay zero)
+            s = m.abs().flatten(1).max(1).values.view(-1, 1, 1)
+            m = torch.where(s > 0, m / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(m))
+        total = m if total is None else total + m
+    return (total / len(convs)).numpy().astype(np.float32)
 
 
 def explain_func(model, inputs: torch.Tensor, targets, method: str = "gain", layer: Optional[str] = None,

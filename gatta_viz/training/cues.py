@@ -1,7 +1,9 @@
 """Top-down cues: one global query per class, to replace the query a GAttA model pools from the image.
 
 The default cue of a class is the mean pass-1 global query (q_avg) of the training images of that class:
-what the network's attention agrees on, on average, when that class is all there is to see. Passing it as
+what the network's attention agrees on, on average, when that class is all there is to see. For a model
+trained on two-garment scenes those are the training garments alone on the scene canvas, placed as in a scene
+(:func:`gatta_viz.data.scenes.load_singles`; ``gatta-viz cues`` picks them). Passing it as
 ``model.trace(x, query=...)`` asks "what would the network attend to if it were looking for this class?".
 ``gatta-viz cues CHECKPOINT OUT`` stores them with a checkpoint (``LoadedModel.cue(name)`` reads them).
 """
