@@ -24,7 +24,8 @@ import pytest
 from nbclient import NotebookClient
 
 NB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks")
-MIN_FIGURES = {"01_quickstart.ipynb": 3, "02_layer_contributions.ipynb": 5, "03_captum_and_faithfulness.ipynb": 6}
+MIN_FIGURES = {"01_quickstart.ipynb": 3, "02_layer_contributions.ipynb": 5, "03_captum_and_faithfulness.ipynb": 6,
+               "04_two_garments_and_a_cue.ipynb": 7}
 MAX_BYTES = 1_500_000
 TIME_LIMIT = 180  # seconds, on a busy 2-core CPU
 KEY_PREFIX = "KEY NUMBERS "
@@ -213,8 +214,144 @@ def check_03(k):
     return k
 
 
+SCENE_BINS = ("none", "low", "mid", "high")
+
+
+def _fingerprint(name):
+    """Sum of a bundled model's floating parameters and buffers (a plain model has no alphas to compare)."""
+    import torch
+
+    import gatta_viz as gv
+
+    sd = gv.load_model(name).model.state_dict()
+    return float(sum(v.double().sum() for v in sd.values() if torch.is_floating_point(v)))
+
+
+def _versus(d, ref):
+    if d["mean"] > ref + 2 * d["se"]:
+        return "above"
+    if d["mean"] < ref - 2 * d["se"]:
+        return "below"
+    return "indistinguishable from"
+
+
+def _rate_block(block, counts, per_scene, what):
+    """A by-bin block of rates (mean, se, n): in [0, 1], n = per_scene x scenes of the bin, bins average to 'all'."""
+    for b in list(SCENE_BINS) + ["all"] + (["none+low"] if "none+low" in block else []):
+        d = block[b]
+        want = sum(counts.values()) if b == "all" else counts["none"] + counts["low"] if b == "none+low" else counts[b]
+        assert d["n"] == per_scene * want, (what, b, d["n"], want)
+        if d["n"]:
+            assert 0 <= d["mean"] <= 1, (what, b)
+        if d["n"] > 1:
+            assert d["se"] >= 0, (what, b)
+    total = sum(block[b]["n"] for b in SCENE_BINS)
+    weighted = sum(block[b]["mean"] * block[b]["n"] for b in SCENE_BINS if block[b]["n"]) / total
+    assert _close(weighted, block["all"]["mean"], 1e-9), (what, weighted, block["all"]["mean"])
+    if "none+low" in block and block["none+low"]["n"]:
+        nl = sum(block[b]["mean"] * block[b]["n"] for b in ("none", "low") if block[b]["n"]) / block["none+low"]["n"]
+        assert _close(nl, block["none+low"]["mean"], 1e-9), what
+
+
+def check_04(k):
+    assert k["model"] == "fmnist_pairs_gatta_resnet" and k["baseline"] == "fmnist_pairs_resnet"
+    _check_alphas(k["alphas"], _bundled_alphas("fmnist-pairs-gatta-resnet"), "04 two garments and a cue")
+    fp = _fingerprint("fmnist-pairs-resnet")
+    assert _close(k["baseline_fingerprint"], fp, 1e-9 * max(1.0, abs(fp))), (
+        "04 two garments and a cue: outputs were made with another baseline; re-execute the notebooks "
+        "(see this file's docstring)")
+    n, counts = k["n"], k["bins"]
+    assert n == 1000 and k["cue_n"] == n
+    assert set(counts) == set(SCENE_BINS) and k["cue_bins"] == counts
+    assert all(v >= 0 for v in counts.values()) and sum(counts.values()) == n
+    # 1. both-items accuracy: by bin averages to the overall; paired differences are differences of accuracies
+    acc = k["accuracy"]
+    assert set(acc) == {"GAttA pass 1", "GAttA pass 2", "baseline"}
+    for name, block in acc.items():
+        _rate_block(block, counts, 1, name)
+    for key, (a, b) in (("gatta_minus_baseline", ("GAttA pass 2", "baseline")),
+                        ("pass2_minus_pass1", ("GAttA pass 2", "GAttA pass 1"))):
+        for g in list(SCENE_BINS) + ["all"]:
+            assert _close(k[key][g]["mean"], acc[a][g]["mean"] - acc[b][g]["mean"], 1e-9), (key, g)
+            assert k[key][g]["n"] == acc[a][g]["n"] and -1 <= k[key][g]["mean"] <= 1
+    acc2 = acc["GAttA pass 2"]["all"]["mean"]
+    # item recall over 2n items = (2 x scenes with both + 1 x scenes with exactly one) / 2n
+    assert 0 <= k["one_item_pass2"] <= 1 - acc2 + 1e-12
+    assert _close(k["recall_pass2"], acc2 + k["one_item_pass2"] / 2, 1e-9)
+    # the same scenes through measure_cues (other batches): the same pass-2 accuracy, to a near-tie or two
+    _rate_block(k["pass2_on_cue_scenes"], counts, 1, "pass 2 in measure_cues")
+    assert abs(k["pass2_on_cue_scenes"]["all"]["mean"] - acc2) <= 2 / n
+    # 2. uncued attention
+    convs = [name for name, kind in k["kinds"].items() if kind == "conv"]
+    assert set(k["uncued"]) == {"gain"} | {f"gain:{c}" for c in convs}
+    for mp, r in k["uncued"].items():
+        for key, d in r.items():
+            assert 0 <= d["mean"] <= 1 and d["se"] >= 0, (mp, key)
+            assert d["n"] == n if key != "share_items_total" else 0 < d["n"] <= n, (mp, key)
+    assert 0 < k["items_area"]["mean"] < 1
+    # 3. cue success: 2 cases per scene, bins average to the overall, rates in [0, 1]
+    cs = k["cue_success"]
+    assert set(cs) == {"gain", "gradcam"} | {f"gain:{c}" for c in convs}
+    for mp, r in cs.items():
+        _rate_block(r["success"], counts, 2, f"{mp} success")
+        if mp != "gradcam":
+            _rate_block(r["random"], counts, 2, f"{mp} random query")
+            assert -1 <= r["shift"]["mean"] <= 1 and 0 < r["shift"]["n"] <= 2 * n
+    # per layer: mean alpha x agreement = alpha x mean agreement, so the cued item is boosted more exactly when
+    # the query agrees more with it (alpha > 0), or less (alpha < 0)
+    assert set(k["layer_counts"]) == set(convs)
+    for layer, c in k["layer_counts"].items():
+        assert 0 < c["cases"] <= 2 * n and 0 <= c["ties"] <= c["cases"]
+        assert 0 <= c["query_matches"] <= c["cases"] and 0 <= c["boosts_cued"] <= c["cases"]
+        a = k["alphas"][layer]
+        expected = c["query_matches"] if a > 0 else c["cases"] - c["query_matches"] - c["ties"]
+        assert abs(c["boosts_cued"] - expected) <= 2, (layer, a, c)
+    assert k["hand_vs_measure_max_diff"] <= 1e-5  # model.trace(x, query=...) by hand = measure_cues
+    # 4. the output
+    cc = k["cued_class"]
+    assert all(d["n"] == 2 * n for d in cc.values())
+    assert -1 <= cc["prob_change"]["mean"] <= 1 and -9 <= cc["rank_change"]["mean"] <= 9
+    assert 0 <= cc["becomes_top1"]["mean"] <= 1 and 0 <= cc["was_top1"]["mean"] <= 1
+    if k["fc_layer"]:
+        f = k["fc_gain"]
+        assert _close(f["own_uncued"], f["other_uncued"], 1e-6)  # pooled over both items: the same units
+        assert _close(f["own_change"]["mean"], f["own_cued"] - f["own_uncued"], 1e-5)
+        assert _close(f["own_minus_other_change"]["mean"], (f["own_cued"] - f["own_uncued"]) - (f["other_cued"] - f["other_uncued"]), 1e-5)
+        assert 0 <= f["own_suppressed_cued"] <= 1
+        if k["alphas"][k["fc_layer"]] == 0:
+            assert _close(f["own_cued"], 1, 1e-6)
+    _rate_block(k["readout"], counts, 1, "read-out by cueing")
+    for g in list(SCENE_BINS) + ["all", "none+low"]:
+        assert _close(k["readout_minus_pass2"][g]["mean"], k["readout"][g]["mean"] - k["pass2_on_cue_scenes"][g]["mean"], 1e-9), g
+    # 5. controls
+    ctl = k["controls"]
+    assert 0 <= ctl["absent_enters_top2"]["mean"] <= 1 and 0 <= ctl["absent_pair_still_top2"]["mean"] <= 1
+    # in one scene the absent class in the top 2 and the true pair as the top 2 exclude each other
+    assert ctl["absent_enters_top2"]["mean"] + ctl["absent_pair_still_top2"]["mean"] <= 1 + 1e-9
+    assert -1 <= ctl["absent_prob_change"]["mean"] <= 1 and ctl["absent_prob_change"]["n"] == n
+    assert -1 <= ctl["random_prob_change"]["mean"] <= 1 and ctl["random_prob_change"]["n"] == 2 * n
+    assert 0 <= k["absent_top2_uncued"]["mean"] <= 1
+    assert _close(k["cue_vs_random_prob"]["mean"], cc["prob_change"]["mean"] - ctl["random_prob_change"]["mean"], 1e-6)
+    pst = k["pair_still_top2"]
+    assert _close(pst["uncued"]["mean"], k["pass2_on_cue_scenes"]["all"]["mean"], 1e-12)
+    assert _close(pst["absent"]["mean"], ctl["absent_pair_still_top2"]["mean"], 1e-12)
+    assert pst["cued"]["n"] == pst["random"]["n"] == 2 * n and all(0 <= d["mean"] <= 1 for d in pst.values())
+    # the verdicts the answers were written from
+    v = k["verdicts"]
+    assert v["gatta_vs_baseline"] == _versus(k["gatta_minus_baseline"]["all"], 0)
+    assert v["pass2_vs_pass1"] == _versus(k["pass2_minus_pass1"]["all"], 0)
+    assert v["cue_success"] == _versus(cs["gain"]["success"]["all"], 0.5)
+    assert v["readout_vs_pass2"] == _versus(k["readout_minus_pass2"]["all"], 0)
+    for crit in ("picks_higher_scoring", "picks_bigger", "picks_brighter"):
+        assert v[f"uncued_{crit}"] == _versus(k["uncued"]["gain"][crit], 0.5), crit
+    assert k["cue_minus_random_verdict"] == _versus(k["cue_vs_random_prob"], 0)
+    assert len(k["examples"]) == 4 and all(0 <= o <= 0.1 for o in k["example_overlaps"])
+    assert isinstance(k["explain_cue"], str) and k["cue_seconds"] > 0
+    return k
+
+
 CHECKS = {"01_quickstart.ipynb": check_01, "02_layer_contributions.ipynb": check_02,
-          "03_captum_and_faithfulness.ipynb": check_03}
+          "03_captum_and_faithfulness.ipynb": check_03, "04_two_garments_and_a_cue.ipynb": check_04}
 
 
 # ------------------------------------------------------------------------------------------------ tests

@@ -268,15 +268,23 @@ def scene_report(m: CueMeasurements, scenes) -> Dict[str, Any]:
     for j, name in enumerate(m.maps):
         share = m.uncued_share[:, j]
         density = share / np.maximum(area / (masks.shape[2] * masks.shape[3]), 1e-9)
-        picked = np.argmax(density, 1)
-        hi, lo = density.max(1), density.min(1)
+        # a map with no positive value anywhere picks nothing: those scenes are left out (NaN) of picks and split
+        valid = np.isfinite(density).all(1) & (density.max(1) > 0)
+        d = np.where(valid[:, None], density, 0.0)
+        picked = np.argmax(d, 1)
+        hi, lo = d.max(1), d.min(1)
+
+        def only_valid(v: np.ndarray) -> np.ndarray:
+            return np.where(valid, v.astype(float), np.nan)
+
         uncued[name] = {
             "share_items_total": _by_bin(share.sum(1), bins),
             "pointing_hit_either": _by_bin(m.uncued_hit[:, j].any(1), bins),
-            "picks_higher_scoring": _by_bin(picked == logit_hi, bins),
-            "picks_bigger": _by_bin(picked == bigger, bins),
-            "picks_brighter": _by_bin(picked == brighter, bins),
-            "split": _by_bin((hi - lo) / np.maximum(hi, 1e-12) < 0.2, bins),
+            "picks_higher_scoring": _by_bin(only_valid(picked == logit_hi), bins),
+            "picks_bigger": _by_bin(only_valid(picked == bigger), bins),
+            "picks_brighter": _by_bin(only_valid(picked == brighter), bins),
+            "split": _by_bin(only_valid((hi - lo) / np.maximum(hi, 1e-12) < 0.2), bins),
+            "no_positive_energy": _by_bin(~valid, bins),
         }
     rep["uncued"] = uncued
     # cue success: cued item's share > other's, per item (pooled over both items of a scene)
