@@ -3,7 +3,8 @@ cue success, read-out by cueing, controls.
 
     .venv/bin/python docs/scenes_report.py --gatta G0.pt G1.pt --baseline B0.pt B1.pt --out docs/results/scenes
 
-The GAttA checkpoints must hold class queries (``gatta-viz cues CHECKPOINT CHECKPOINT``). Pairs are formed by
+The GAttA checkpoints must hold class queries and a calibrated steering sign (``gatta-viz cues CKPT CKPT``).
+Both cue definitions are measured: the class mean (the rule's) and the steering cue (the default of ``lm.cue``). Pairs are formed by
 position (seed 0 with seed 0, ...). Writes report.json, report.txt, cue_success.png and examples.png.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from gatta_viz.data.datasets import load_dataset  # noqa: E402
 from gatta_viz.data.scenes import SCENE_NORMALIZATION, load_scenes  # noqa: E402
 from gatta_viz.metrics.cueing import (OVERLAP_BINS, both_items_correct, cue_examples, item_recall, measure_cues,  # noqa: E402
                                       overlap_bins, scene_logits, scene_report)
-from gatta_viz.models.checkpoint import load_model  # noqa: E402
+from gatta_viz.models.checkpoint import load_model, steering_queries  # noqa: E402
 
 BINS = [b for b, _, _ in OVERLAP_BINS] + ["none+low", "all"]
 
@@ -107,12 +108,16 @@ def main(argv=None) -> int:
         mm_acc = {"gatta_pass2": float(both_items_correct(gm["pass2"], mm.labels.numpy()).mean()),
                   "gatta_pass1": float(both_items_correct(gm["pass1"], mm.labels.numpy()).mean()),
                   "baseline": float(both_items_correct(bm["output"], mm.labels.numpy()).mean())}
-        m = measure_cues(g.model, test, g.class_queries, n=args.n)
-        rep = scene_report(m, test)
-        seed = {"gatta": gpath, "baseline": bpath, "accuracy": acc, "multimnist_padded": mm_acc, "maps_and_cues": rep}
+        # the pre-registered cue (class mean) and the steering cue (centred, signed on training scenes)
+        steer = steering_queries(g.class_queries, g.meta["class_queries"]["sign"])
+        rep = scene_report(measure_cues(g.model, test, g.class_queries, n=args.n), test)
+        rep_steer = scene_report(measure_cues(g.model, test, steer, n=args.n), test)
+        seed = {"gatta": gpath, "baseline": bpath, "accuracy": acc, "multimnist_padded": mm_acc, "maps_and_cues": rep,
+                "steering": rep_steer, "cue_calibration": g.meta["class_queries"]}
         report["seeds"].append(seed)
         if len(report["seeds"]) == 1:
-            plot_cue_examples(cue_examples(g.model, test, g.class_queries), os.path.join(args.out, "examples.png"))
+            plot_cue_examples(cue_examples(g.model, test, steer), os.path.join(args.out, "examples.png"))
+            plot_cue_examples(cue_examples(g.model, test, g.class_queries), os.path.join(args.out, "examples_mean_cue.png"))
         lines += [f"## {os.path.basename(os.path.dirname(gpath)) or gpath} vs {os.path.basename(os.path.dirname(bpath)) or bpath}",
                   "both-items accuracy (%), 10,000 test scenes:",
                   f"{'bin':9s} {'n':>5s} {'GAttA p2':>9s} {'GAttA p1':>9s} {'base':>7s} {'GAttA-base':>15s} {'p2-p1':>15s}"]
@@ -133,6 +138,8 @@ def main(argv=None) -> int:
 
         for mname in rep["maps"]:
             row(f"cue success {mname}", rep["cue"][mname]["success"])
+        for mname in rep["maps"]:
+            row(f"steering cue success {mname}", rep_steer["cue"][mname]["success"])
         row("cue success Grad-CAM (class)", rep["cue"]["gradcam"]["success"])
         row("random-query success gain", rep["cue"]["gain"]["random_query_success"])
         row("uncued picks higher-scoring", rep["uncued"]["gain"]["picks_higher_scoring"])
@@ -147,6 +154,12 @@ def main(argv=None) -> int:
         row("both-items: pass 2 (uncued)", rep["accuracy"]["pass2"])
         row("both-items: read-out by cueing", rep["accuracy"]["readout_top3"])
         row("read-out - pass 2 (paired)", rep["readout_minus_pass2"])
+        row("steering: cued class prob change", rep_steer["cued_class"]["prob_change"])
+        row("steering: cued class becomes top-1", rep_steer["cued_class"]["becomes_top1"])
+        row("steering: read-out by cueing", rep_steer["accuracy"]["readout_top3"])
+        row("steering: read-out - pass 2", rep_steer["readout_minus_pass2"])
+        row("steering: absent enters top 2", rep_steer["controls"]["absent_enters_top2"])
+        row("steering: absent pair stays top 2", rep_steer["controls"]["absent_pair_still_top2"])
         row("absent cue: prob change", rep["controls"]["absent_prob_change"])
         row("absent cue: enters top 2", rep["controls"]["absent_enters_top2"])
         row("absent cue: pair stays top 2", rep["controls"]["absent_pair_still_top2"])

@@ -1,5 +1,6 @@
 """Top-down cues: a given global query replaces the pooled one, by hand; per-image queries do not mix; class
 queries are per-class means of pass-1 q_avg; stored with a checkpoint and read back by class name."""
+import numpy as np
 import pytest
 import torch
 
@@ -86,3 +87,56 @@ def test_cues_are_stored_with_the_checkpoint_and_read_by_class_name(tmp_path, ca
         lm.cue("Socks")
     assert main(["cues", str(tmp_path / "nope.pt"), str(tmp_path / "x.pt")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_steering_queries_by_hand_and_the_default_definition(tmp_path):
+    from gatta_viz.models.checkpoint import steering_queries
+
+    means = torch.tensor([[3.0, 0.0], [1.0, 2.0], [2.0, 4.0]])
+    centred = means - torch.tensor([2.0, 2.0])
+    want = -centred * (means.norm(dim=1, keepdim=True) / centred.norm(dim=1, keepdim=True))
+    assert torch.allclose(steering_queries(means, -1), want)
+    assert torch.allclose(steering_queries(means, 1).norm(dim=1), means.norm(dim=1))
+    # a checkpoint with a calibrated sign cues with the steering definition by default, the mean on request
+    torch.manual_seed(0)
+    model = gv.build_model("gatta_compact_resnet", in_channels=1, num_classes=3, widths=[8, 16, 32], input_size=48,
+                           stem_stride=2)
+    pre = {"size": [48, 48], "channels": 1, "mean": [0.2], "std": [0.3]}
+    kw = {"in_channels": 1, "num_classes": 3, "widths": [8, 16, 32], "input_size": 48, "stem_stride": 2}
+    path = str(tmp_path / "m.pt")
+    gv.save_checkpoint(path, model, "gatta_compact_resnet", kw, ["a", "b", "c"], pre,
+                       {"class_queries": {"sign": -1}}, class_queries=torch.randn(3, model.d))
+    lm = gv.load_checkpoint(path)
+    assert lm.cue_definition == "steering"
+    assert torch.allclose(lm.cue("b"), steering_queries(lm.class_queries, -1)[1])
+    assert torch.equal(lm.cue("b", "mean"), lm.class_queries[1])
+    with pytest.raises(ValueError, match="definition"):
+        lm.cue("b", "median")
+    gv.save_checkpoint(path, model, "gatta_compact_resnet", kw, ["a", "b", "c"], pre, {},
+                       class_queries=torch.randn(3, model.d))
+    lm = gv.load_checkpoint(path)
+    assert lm.cue_definition == "mean" and torch.equal(lm.cue("c"), lm.class_queries[2])
+    with pytest.raises(ValueError, match="calibrated cue sign"):
+        lm.cue("c", "steering")
+
+
+def test_calibration_picks_the_sign_that_puts_more_energy_on_the_cued_item():
+    from gatta_viz.data.scenes import make_scenes
+    from gatta_viz.metrics.cueing import calibrate_cue_sign, measure_cues
+    from gatta_viz.models.checkpoint import steering_queries
+
+    torch.manual_seed(1)
+    model = gv.build_model("gatta_compact_resnet", in_channels=1, num_classes=10, widths=[8, 16, 32], input_size=48,
+                           stem_stride=2, alpha_init=0.5).eval()
+    scenes = make_scenes(gv.load_fashion_mnist("test").subset(200), 10, seed=2)
+    means = torch.randn(10, model.d)
+    res = calibrate_cue_sign(model, means, scenes, n=10)
+    labels = scenes.labels.numpy()
+    rates = {}
+    for sign in (1, -1):
+        m = measure_cues(model, scenes, steering_queries(means, sign), n=None, progress=False)
+        own = np.stack([m.cued_share[np.arange(10), labels[:, k], 0, k] for k in range(2)], 1)
+        other = np.stack([m.cued_share[np.arange(10), labels[:, k], 0, 1 - k] for k in range(2)], 1)
+        rates[sign] = float((own > other).mean())
+    assert res["success_plus"] == rates[1] and res["success_minus"] == rates[-1]
+    assert res["sign"] == (1 if rates[1] >= rates[-1] else -1) and res["scenes"] == 10

@@ -25,7 +25,8 @@ def contour_items(ax, masks: np.ndarray, names: Sequence[str] = (), colours: Seq
 
 
 def plot_cue_success(report: Dict[str, Any], path: str) -> str:
-    """Bars per overlap bin: cue success of the gain map, class-specific Grad-CAM and a random query, per seed.
+    """Bars per overlap bin: how often the cued item gets more gain-map energy than the other, for the steering
+    cue, the class-mean cue and a random query, beside class-specific Grad-CAM, per seed.
 
     Args:
         report: the dict written by ``docs/scenes_report.py`` (``seeds[i]["maps_and_cues"]``).
@@ -36,17 +37,19 @@ def plot_cue_success(report: Dict[str, Any], path: str) -> str:
     seeds = report["seeds"]
     fig = Figure(figsize=(7.2, 2.6))
     axes = fig.subplots(1, len(seeds), sharey=True, squeeze=False)[0]
-    series = (("gain map, class cue", lambda r: r["cue"]["gain"]["success"], "#b2182b"),
-              ("Grad-CAM of the class", lambda r: r["cue"]["gradcam"]["success"], "#555555"),
-              ("gain map, random query", lambda r: r["cue"]["gain"]["random_query_success"], "#9ecae1"))
+    series = (("steering cue", lambda s: s["steering"]["cue"]["gain"]["success"], "#b2182b"),
+              ("class-mean cue", lambda s: s["maps_and_cues"]["cue"]["gain"]["success"], "#f4a582"),
+              ("Grad-CAM of the class", lambda s: s["maps_and_cues"]["cue"]["gradcam"]["success"], "#555555"),
+              ("random query", lambda s: s["maps_and_cues"]["cue"]["gain"]["random_query_success"], "#9ecae1"))
     x = np.arange(len(BINS))
+    w = 0.2
     for ax, s in zip(axes, seeds):
         rep = s["maps_and_cues"]
         for j, (label, get, colour) in enumerate(series):
-            d = get(rep)
+            d = get(s)
             mean = [100 * d[b]["mean"] for b in BINS]
             se = [100 * (d[b]["se"] if np.isfinite(d[b]["se"]) else 0) for b in BINS]
-            ax.bar(x + (j - 1) * 0.27, mean, 0.27, yerr=se, color=colour, label=label, capsize=2)
+            ax.bar(x + (j - 1.5) * w, mean, w, yerr=se, color=colour, label=label, capsize=1.5)
         ax.axhline(90, color="k", lw=0.8, ls="--")
         ax.axhline(50, color="k", lw=0.6, ls=":")
         ax.set_xticks(x, [f"{b}\n(n={rep['bins'][b]})" for b in BINS], fontsize=7)

@@ -29,7 +29,7 @@ from ..core.hooks import temporarily_eval
 from .faithfulness import trace_saliency
 from .localization import energy_in_mask, pointing_hit
 
-__all__ = ["cue_examples", "OVERLAP_BINS", "overlap_bins", "both_items_correct", "item_recall", "scene_logits", "CueMeasurements",
+__all__ = ["calibrate_cue_sign", "cue_examples", "OVERLAP_BINS", "overlap_bins", "both_items_correct", "item_recall", "scene_logits", "CueMeasurements",
            "measure_cues", "readout_by_cueing", "scene_report"]
 
 # (name, low, high): none = no shared pixel; low <= 0.1 < mid < 0.5 <= high (overlap of the smaller item)
@@ -354,3 +354,33 @@ def cue_examples(model, scenes, queries: torch.Tensor, n: int = 4, max_overlap: 
     names = [[scenes.classes[int(c)] for c in pair] for pair in sub.labels]
     return {"index": idx, "images": sub.images[:, 0].numpy(), "masks": masks, "names": names, "maps": maps,
             "shares": shares}
+
+
+def calibrate_cue_sign(model, means: torch.Tensor, scenes, n: int = 300) -> Dict[str, Any]:
+    """Which sign of the centred class queries moves gain energy onto the cued garment, on training scenes.
+
+    Cues each item's class with ``+1`` and ``-1`` times :func:`~gatta_viz.models.checkpoint.steering_queries`
+    and counts the (scene, item) cases where the cued item gets the larger share of the default gain map's
+    positive energy.
+
+    Args:
+        model: a GAttA model trained on scenes.
+        means: (C, d) mean pass-1 q_avg per class (``class_queries``).
+        scenes: scenes with masks, from the training split (never the test set).
+        n: scenes to use.
+    Returns:
+        ``{"sign": +1 or -1, "success_plus", "success_minus", "scenes": n}`` (success = fraction of cases).
+    """
+    from ..models.checkpoint import steering_queries
+
+    sub = scenes.subset(min(n, len(scenes)))
+    labels = sub.labels.numpy()
+    rates = {}
+    for sign in (1, -1):
+        m = measure_cues(model, sub, steering_queries(means, sign), n=None, progress=False)
+        rows = np.arange(len(sub))
+        own = np.stack([m.cued_share[rows, labels[:, k], 0, k] for k in range(2)], 1)
+        other = np.stack([m.cued_share[rows, labels[:, k], 0, 1 - k] for k in range(2)], 1)
+        rates[sign] = float((own > other).mean())
+    return {"sign": 1 if rates[1] >= rates[-1] else -1, "success_plus": rates[1], "success_minus": rates[-1],
+            "scenes": len(sub)}

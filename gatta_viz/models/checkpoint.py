@@ -19,6 +19,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "BUNDLED",
     "DEFAULT_MODEL",
+    "steering_queries",
     "LoadedModel",
     "save_checkpoint",
     "read_checkpoint",
@@ -35,6 +36,10 @@ BUNDLED = {
     "fmnist-resnet": "fmnist_resnet.pt",
     "fmnist-gatta-toy": "fmnist_gatta_toy.pt",
     "fmnist-toy": "fmnist_toy.pt",
+    "fmnist-pairs-gatta-resnet": "fmnist_pairs_gatta_resnet.pt",
+    "fmnist-pairs-resnet": "fmnist_pairs_resnet.pt",
+    "fmnist-clutter-gatta-resnet": "fmnist_clutter_gatta_resnet.pt",
+    "fmnist-clutter-resnet": "fmnist_clutter_resnet.pt",
 }
 DEFAULT_MODEL = "fmnist-gatta-resnet"
 
@@ -71,19 +76,57 @@ class LoadedModel:
     def name(self) -> str:
         return os.path.splitext(os.path.basename(self.path))[0] if self.path else self.builder
 
-    def cue(self, class_name: str) -> torch.Tensor:
-        """The stored top-down query (d,) for ``class_name``, to pass as ``model.trace(x, query=...)``.
+    @property
+    def cue_definition(self) -> str:
+        """The definition :meth:`cue` uses by default: ``"steering"`` when the checkpoint stores a calibrated
+        sign (scene models, see ``gatta-viz cues``), else ``"mean"``."""
+        info = self.meta.get("class_queries") or {}
+        return "steering" if info.get("sign") in (1, -1) else "mean"
 
+    def cue(self, class_name: str, definition: Optional[str] = None) -> torch.Tensor:
+        """A top-down query (d,) for ``class_name``, to pass as ``model.trace(x, query=...)``.
+
+        Args:
+            class_name: one of ``classes``.
+            definition: ``"mean"``: the stored mean pass-1 q_avg of images holding that class alone;
+                ``"steering"``: that mean minus the mean over classes (the part the class does not share with
+                the others), rescaled to the mean's norm, times the sign calibrated on training scenes so that
+                the cue moves gain-map energy onto the class's garment (:func:`steering_queries`).
+                Default: :attr:`cue_definition`.
         Raises:
-            ValueError: the model has no stored class queries, or the name is not one of its classes.
+            ValueError: the model has no stored class queries, the name is not one of its classes, an unknown
+                definition, or "steering" without a calibrated sign.
         """
         if self.class_queries is None:
             raise ValueError(f"model {self.name} has no stored class queries; compute them with "
                              "gatta_viz.class_queries(model, training_data) or `gatta-viz cues CHECKPOINT OUT`")
         if class_name not in self.classes:
             raise ValueError(f"unknown class {class_name!r} for cueing; classes: {self.classes}")
-        return self.class_queries[self.classes.index(class_name)]
+        definition = definition or self.cue_definition
+        if definition == "mean":
+            return self.class_queries[self.classes.index(class_name)]
+        if definition != "steering":
+            raise ValueError(f"unknown cue definition {definition!r}; use 'mean' or 'steering'")
+        sign = (self.meta.get("class_queries") or {}).get("sign")
+        if sign not in (1, -1):
+            raise ValueError(f"model {self.name} has no calibrated cue sign (only scene models get one: "
+                             "`gatta-viz cues` on a checkpoint trained on fmnist-pairs); use definition='mean'")
+        return steering_queries(self.class_queries, sign)[self.classes.index(class_name)]
 
+
+def steering_queries(means: torch.Tensor, sign: int) -> torch.Tensor:
+    """Class queries with the part all classes share removed: ``sign * (m_c - mean_c' m_c')``, each rescaled to
+    the norm of ``m_c``.
+
+    Args:
+        means: (C, d) mean pass-1 q_avg per class.
+        sign: +1 or -1 (calibrated per model: which way moves gain energy onto the cued class's garment).
+    Returns:
+        (C, d) queries.
+    """
+    centred = means - means.mean(0, keepdim=True)
+    scale = means.norm(dim=1, keepdim=True) / centred.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return float(sign) * centred * scale
 
 def save_checkpoint(
     path: str,

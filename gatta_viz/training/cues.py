@@ -9,7 +9,7 @@ trained on two-garment scenes those are the training garments alone on the scene
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Callable, Dict, Optional
 
 import torch
 from tqdm import tqdm
@@ -54,13 +54,18 @@ def class_queries(model: torch.nn.Module, data: ImageData, batch_size: int = 500
     return (sums / counts.unsqueeze(1)).float()
 
 
-def store_class_queries(src: str, dst: str, data: ImageData, **kwargs) -> Dict[str, object]:
+def store_class_queries(src: str, dst: str, data: ImageData,
+                        calibrate: Optional[Callable[[torch.nn.Module, torch.Tensor], Dict[str, object]]] = None,
+                        **kwargs) -> Dict[str, object]:
     """Compute :func:`class_queries` of checkpoint ``src`` on ``data`` and write ``src`` with them to ``dst``.
 
     Args:
         src: a GAttA checkpoint.
         dst: destination path (may equal ``src``).
         data: the images to average over (the training split the model was trained on).
+        calibrate: optional ``f(model, means) -> dict`` with a ``"sign"`` entry (e.g.
+            :func:`gatta_viz.metrics.cueing.calibrate_cue_sign` on training scenes); stored with the queries,
+            it makes ``LoadedModel.cue`` use the steering definition by default.
         **kwargs: passed to :func:`class_queries`.
     Returns:
         What was stored (also written into the checkpoint's meta under ``"class_queries"``).
@@ -68,9 +73,12 @@ def store_class_queries(src: str, dst: str, data: ImageData, **kwargs) -> Dict[s
     lm = load_checkpoint(src)
     queries = class_queries(lm.model, data, **kwargs)
     obj = read_checkpoint(src)
-    info = {"definition": "mean pass-1 q_avg of the images of each class", "dataset": data.name, "images": len(data)}
+    info: Dict[str, object] = {"definition": "mean pass-1 q_avg of the images of each class", "dataset": data.name,
+                               "images": len(data)}
+    if calibrate is not None:
+        info.update(calibrate(lm.model, queries))
+        info["default_cue"] = ("steering: sign x (class mean - mean over classes), rescaled to the class mean's "
+                               "norm; sign chosen on training scenes")
     save_checkpoint(dst, lm.model, lm.builder, lm.kwargs, lm.classes, lm.preprocess,
                     {**lm.meta, "class_queries": info}, obj.get("train_state"), class_queries=queries)
     return info
-
-
