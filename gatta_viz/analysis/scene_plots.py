@@ -35,7 +35,7 @@ def plot_cue_success(report: Dict[str, Any], path: str) -> str:
         The path written.
     """
     seeds = report["seeds"]
-    fig = Figure(figsize=(7.2, 2.6))
+    fig = Figure(figsize=(7.2, 2.9), layout="constrained")
     axes = fig.subplots(1, len(seeds), sharey=True, squeeze=False)[0]
     series = (("steering cue", lambda s: s["steering"]["cue"]["gain"]["success"], "#b2182b"),
               ("class-mean cue", lambda s: s["maps_and_cues"]["cue"]["gain"]["success"], "#f4a582"),
@@ -56,9 +56,11 @@ def plot_cue_success(report: Dict[str, Any], path: str) -> str:
         ax.set_title(f"seed {seeds.index(s)}: cued item gets more energy", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.set_ylim(0, 100)
+        ax.set_xlabel("overlap of the two garments (dashed: 90% target, dotted: chance)", fontsize=7)
     axes[0].set_ylabel("% of (scene, item) cases", fontsize=8)
-    axes[-1].legend(fontsize=6.5, loc="lower left")
-    fig.supxlabel("overlap of the two garments (dashed: 90% target, dotted: chance)", fontsize=7.5)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=4, frameon=False)
+
     return save_figure(fig, path, dpi=200)
 
 
@@ -88,7 +90,10 @@ def plot_cue_examples(ex: Dict[str, Any], path: str) -> str:
             ax = axes[r, c + 1]
             ax.imshow(m[r], cmap="RdBu_r", vmin=-lim, vmax=lim)
             contour_items(ax, masks[r])
-            ax.set_title(f"{titles[c]}\nenergy on items {shares[c][r][0]:.2f} / {shares[c][r][1]:.2f}", fontsize=7)
+            e = shares[c][r]
+            energy = (f"energy on items {e[0]:.2f} / {e[1]:.2f}" if np.isfinite(e).all()
+                      else "no positive gain anywhere")
+            ax.set_title(f"{titles[c]}\n{energy}", fontsize=7)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
