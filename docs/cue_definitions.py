@@ -42,7 +42,7 @@ def main() -> int:
             rep = scene_report(measure_cues(lm.model, scenes, q, n=None, progress=False), scenes)
             c = rep["cue"]
             layers = [c[m]["success"]["all"]["mean"] for m in rep["maps"][1:]]
-            print(f"{os.path.basename(path)[:28]:28s} {name:16s} {100 * c['gain']['success']['all']['mean']:13.1f} "
+            print(f"{os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))[-28:]:28s} {name:16s} {100 * c['gain']['success']['all']['mean']:13.1f} "
                   f"{100 * c['gain']['success']['none+low']['mean']:9.1f} " + " ".join(f"{100 * v:6.1f}" for v in layers)
                   + f" {100 * rep['cued_class']['prob_change']['all']['mean']:+8.2f}"
                   + f" {100 * rep['readout_minus_pass2']['all']['mean']:+14.2f}", flush=True)

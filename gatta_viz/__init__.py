@@ -64,6 +64,8 @@ _EXPORTS: Dict[str, List[str]] = {
         "agreement_saliency", "auc", "explain_func", "faithfulness_report", "perturbation_curve", "perturbed_images",
         "trace_saliency",
     ],
+    "metrics.localization": ["centre_prior", "energy_in_mask", "localization_report", "mask_share", "pointing_hit"],
+    "metrics.sanity": ["randomization_report", "randomized_copies"],
     "metrics.cueing": ["both_items_correct", "cue_examples", "measure_cues", "readout_by_cueing", "scene_report"],
     "metrics.imputation": ["noisy_linear_impute"],
 }

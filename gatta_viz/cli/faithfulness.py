@@ -1,7 +1,9 @@
 """``gatta-viz faithfulness``: deletion/insertion AUC of gain maps (alpha x agreement), raw agreement maps,
 Grad-CAM and a random map.
 
-Compares maps on the first N test images of the model's data set; writes ``faithfulness.json``,
+Compares maps on the first N test images of the data set the model was trained on (the checkpoint's
+``meta["dataset"]``: Fashion-MNIST for the bundled models, e.g. ``fmnist-clutter`` for a model trained on the
+garments in clutter; Fashion-MNIST when the checkpoint does not say); writes ``faithfulness.json``,
 ``faithfulness.png`` (mean curves) and ``examples.png`` (test image 0 as the curves show it to the model).
 See :mod:`gatta_viz.metrics.faithfulness` for the protocols.
 """
@@ -41,8 +43,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--seed", type=int, default=0, help="random-map and ROAD-noise seed")
     p.add_argument("--baseline", choices=("mean", "black", "road"), default="mean",
                    help="what a deleted pixel becomes: the dataset's mean intensity (0 after normalisation), "
-                        "black (raw 0, Fashion-MNIST's background) or road (noisy linear imputation from the "
-                        "remaining pixels, Rong et al. 2022)")
+                        "black (raw 0: Fashion-MNIST's background, not that of the clutter scenes) or road (noisy "
+                        "linear imputation from the remaining pixels, Rong et al. 2022)")
     p.add_argument("--noise", type=float, default=0.01, help="ROAD imputation noise std (normalised units)")
     p.add_argument("--patch", type=int, default=1,
                    help="perturb patch x patch regions ranked by their mean saliency "
@@ -69,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
             if method != "gradcam" and layer is not None and layer not in convs:
                 raise ValueError(f"{m!r}: {layer!r} is not a GAttA conv layer of {lm.name}; conv layers: {convs}")
         data = load_dataset(lm.meta.get("dataset", "fashion-mnist"), "test").subset(args.n)
+        size = [int(s) for s in lm.preprocess.get("size", data.images.shape[2:])]
+        if list(data.images.shape[2:]) != size:
+            said = lm.meta.get("dataset", "not recorded, so Fashion-MNIST was assumed")
+            raise ValueError(f"model {lm.name} takes {size[0]}x{size[1]} images but the {data.name} test images are "
+                             f"{data.images.shape[2]}x{data.images.shape[3]} (the checkpoint's data set: {said})")
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -79,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         base = "road" if args.baseline == "road" else 0.0
     rep = faithfulness_report(lm.model, x, methods, args.steps, seed=args.seed, baseline=base, patch=args.patch, noise=args.noise)
-    rep["model"], rep["baseline_name"] = lm.name, args.baseline
+    rep["model"], rep["baseline_name"], rep["dataset"] = lm.name, args.baseline, data.name
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "faithfulness.json"), "w") as f:
         json.dump(rep, f, indent=2)
