@@ -28,6 +28,7 @@ from ..analysis.heatmaps import upsample
 from ..core.hooks import temporarily_eval
 from .faithfulness import trace_saliency
 from .localization import energy_in_mask, pointing_hit
+from .stats import mean_se
 
 __all__ = ["calibrate_cue_sign", "cue_examples", "OVERLAP_BINS", "overlap_bins", "both_items_correct", "item_recall", "scene_logits", "CueMeasurements",
            "measure_cues", "readout_by_cueing", "scene_report"]
@@ -209,12 +210,9 @@ def readout_by_cueing(m: CueMeasurements, candidates: int = 3) -> np.ndarray:
 
 
 def _mean_se(v: np.ndarray) -> Dict[str, float]:
-    v = np.asarray(v, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return {"mean": float("nan"), "se": float("nan"), "n": 0}
-    se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
-    return {"mean": float(v.mean()), "se": se, "n": int(len(v))}
+    """``{"mean", "se", "n"}`` of the finite values (see :func:`~gatta_viz.metrics.stats.mean_se`)."""
+    m, se, n = mean_se(v)
+    return {"mean": m, "se": se if n > 1 else float("nan"), "n": n}
 
 
 def _by_bin(v: np.ndarray, bins: np.ndarray) -> Dict[str, Dict[str, float]]:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from ..core.hooks import temporarily_eval
 from .faithfulness import explain_func, parse_method
+from .stats import mean_se
 
 __all__ = ["energy_in_mask", "pointing_hit", "centre_prior", "random_maps", "mask_share", "localization_report",
            "report_text", "REFERENCES", "GATTA_METHODS"]
@@ -150,16 +151,6 @@ def mask_share(mask: np.ndarray) -> np.ndarray:
     return m.reshape(len(m), -1).mean(1)
 
 
-def _mean_se(v: np.ndarray) -> Tuple[float, float, int]:
-    """Mean, standard error of the mean and count of the finite values (NaN, NaN, 0 when none)."""
-    v = np.asarray(v, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return float("nan"), float("nan"), 0
-    se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
-    return float(v.mean()), se, int(len(v))
-
-
 def _json_list(v: np.ndarray) -> List[Optional[float]]:
     """A float array as a list with NaN as None (valid JSON)."""
     return [None if not np.isfinite(x) else float(x) for x in np.asarray(v, dtype=np.float64)]
@@ -245,7 +236,7 @@ def _masks_and_correct(data, pred: np.ndarray) -> Tuple[np.ndarray, np.ndarray, 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> Dict[str, Any]:
     """Paired difference a - b over images where both are finite: mean, se, n and the 95% interval."""
-    m, se, k = _mean_se(a - b)
+    m, se, k = mean_se(a - b)
     return {"mean": m, "se": se, "n": k, "ci95": [m - 1.96 * se, m + 1.96 * se]}
 
 
@@ -267,8 +258,8 @@ def _verdict(rep: Dict[str, Any], margin: float = 0.10) -> Optional[Dict[str, An
 
 def _method_entry(e: np.ndarray, hit: np.ndarray, seconds: float) -> Dict[str, Any]:
     """Summary and per-image values of one map's scores."""
-    em, ese, ek = _mean_se(e)
-    pm, pse, _ = _mean_se(hit.astype(np.float64))
+    em, ese, ek = mean_se(e)
+    pm, pse, _ = mean_se(hit.astype(np.float64))
     return {"energy": em, "energy_se": ese, "energy_n": ek, "n_no_positive": int(np.sum(~np.isfinite(e))),
             "pointing": pm, "pointing_se": pse, "seconds": seconds,
             "energy_per_image": _json_list(e), "hit_per_image": [bool(v) for v in hit]}
@@ -322,7 +313,7 @@ def localization_report(model, data, methods: Sequence[str] = ("gain", "gradcam"
     masks, correct, mask_kind = _masks_and_correct(d, pred.numpy())
     names, skipped = _expand_methods(methods, net, per_layer)
     share = mask_share(masks)
-    sm, sse, _ = _mean_se(share)
+    sm, sse, _ = mean_se(share)
     rep: Dict[str, Any] = {
         "dataset": d.name, "n": int(len(x)), "accuracy": float(correct.mean()),
         "target": "predicted class" + (" (pass 2)" if hasattr(net, "trace") else ""), "mask": mask_kind,
@@ -338,7 +329,7 @@ def localization_report(model, data, methods: Sequence[str] = ("gain", "gradcam"
         # a map with no positive value puts no energy on the object: it scores 0 in the summaries and the paired
         # differences (dropping it would favour the map that fails; its count stays in "n_no_positive")
         energies[name] = np.where(np.isfinite(e), e, 0.0)
-        em, ese, ek = _mean_se(energies[name])
+        em, ese, ek = mean_se(energies[name])
         rep["methods"][name].update({"energy": em, "energy_se": ese, "energy_n": ek})
     for name, entry in rep["methods"].items():
         entry["energy_minus"] = {r: _paired(energies[name], energies[r]) for r in REFERENCES

@@ -52,6 +52,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .stats import mean_se
 from ..analysis.attributions import rank_correlation
 from ..core.hooks import temporarily_eval
 from ..core.mechanism import DenseKeyQuery
@@ -267,16 +268,6 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
         return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
-def _summary(values: Sequence[float]) -> Tuple[float, float, int]:
-    """Mean, standard error and count of the finite values (NaN, NaN, 0 when none)."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return float("nan"), float("nan"), 0
-    se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
-    return float(v.mean()), se, int(len(v))
-
-
 def _jsonable(v: float) -> Optional[float]:
     return None if not math.isfinite(v) else v
 
@@ -346,7 +337,7 @@ def randomization_report(model: nn.Module, x: torch.Tensor, targets=None, method
             sims = [map_similarity(reference[meth][i], maps[i]) for i in range(len(x))]
             entry: Dict[str, Any] = {}
             for key in ("spearman", "spearman_abs", "pearson_abs"):
-                mean, se, n_valid = _summary([s[key] for s in sims])
+                mean, se, n_valid = mean_se([s[key] for s in sims])
                 entry[key], entry[f"{key}_se"] = _jsonable(mean), _jsonable(se)
                 if key == "spearman":
                     entry["n_valid"] = n_valid
