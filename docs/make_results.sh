@@ -54,3 +54,31 @@ for name in gv.BUNDLED:
           f"{max(e['seconds'] for e in m['history']):.0f} / {min(e['seconds'] for e in m['history']):.0f} s | "
           f"{a.get('threads')} | {flags} |")
 PY
+
+# Sections 8 and 9 (two-garment scenes and cues; garments in clutter) compare two seeds of each model, which
+# are trained, not bundled: run the training commands of docs/RESULTS.md sections 8-9 into runs/, then
+# RUNS=runs bash docs/make_results.sh
+if [ -n "${RUNS:-}" ]; then
+  for s in 0 1; do
+    $G export "$RUNS/pairs_gatta_s$s/final.pt" "$RUNS/pairs_gatta_s$s/cued.pt"
+    $G cues "$RUNS/pairs_gatta_s$s/cued.pt" "$RUNS/pairs_gatta_s$s/cued.pt"
+  done
+  $PY docs/scenes_report.py --gatta "$RUNS"/pairs_gatta_s{0,1}/cued.pt --baseline "$RUNS"/pairs_base_s{0,1}/final.pt \
+    --n 2000 --out docs/results/scenes
+  $PY docs/cue_definitions.py "$RUNS"/pairs_gatta_s{0,1}/cued.pt > docs/results/scenes/cue_definitions.txt
+  $PY docs/clutter_accuracy.py --gatta "$RUNS"/clutter_gatta_s{0,1}/final.pt --baseline "$RUNS"/clutter_base_s{0,1}/final.pt \
+    > docs/results/clutter_accuracy.txt
+  $G evaluate --models "$RUNS"/clutter_{gatta,base}_s{0,1}/final.pt --dataset fmnist-clutter --out docs/results/clutter_eval \
+    | tee docs/results/clutter_eval.txt
+  for s in 0 1; do
+    $PY docs/clutter_localization.py --checkpoint "$RUNS/clutter_gatta_s$s/final.pt" --checkpoint "$RUNS/clutter_base_s$s/final.pt" \
+      --n 1000 --out "docs/results/clutter_localization_s$s"
+  done
+  $PY docs/clutter_sanity.py --checkpoint "$RUNS/clutter_gatta_s0/final.pt" --n 200 --out docs/results/clutter_sanity
+  $PY docs/clutter_sanity.py --checkpoint "$RUNS/clutter_gatta_s1/final.pt" --n 200 --out docs/results/clutter_sanity_s1
+  $PY docs/clutter_sanity.py --checkpoint "$RUNS/clutter_base_s0/final.pt" --n 200 --out docs/results/clutter_sanity_base
+  F="$G faithfulness --checkpoint $RUNS/clutter_gatta_s0/final.pt --n 200 --methods gain agreement total_gain gradcam random --per-layer"
+  $F --baseline road --out docs/results/clutter_faithfulness_road | tee docs/results/clutter_faithfulness_road.txt
+  $F --out docs/results/clutter_faithfulness | tee docs/results/clutter_faithfulness.txt
+  $F --patch 8 --steps 36 --out docs/results/clutter_faithfulness_patch8 | tee docs/results/clutter_faithfulness_patch8.txt
+fi

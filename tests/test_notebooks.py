@@ -25,7 +25,7 @@ from nbclient import NotebookClient
 
 NB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks")
 MIN_FIGURES = {"01_quickstart.ipynb": 3, "02_layer_contributions.ipynb": 5, "03_captum_and_faithfulness.ipynb": 6,
-               "04_two_garments_and_a_cue.ipynb": 7}
+               "04_two_garments_and_a_cue.ipynb": 7, "05_garments_in_clutter.ipynb": 9}
 MAX_BYTES = 1_500_000
 TIME_LIMIT = 180  # seconds, on a busy 2-core CPU
 KEY_PREFIX = "KEY NUMBERS "
@@ -462,8 +462,159 @@ def _check_04_steering(k, counts, convs):
     assert st["examples"] == k["examples"] and st["seconds"] > 0
 
 
+def _mean_block(d, n=None):
+    """A {"mean", "se", "n"} block: finite mean, se >= 0, and the expected count."""
+    assert math.isfinite(d["mean"]) and d["se"] >= 0, d
+    if n is not None:
+        assert d["n"] == n, (d["n"], n)
+
+
+def _check_05_localization(k, convs):
+    """Section 2 and 3: energy in mask and pointing game, paired differences, the fixed rule, per layer and photo."""
+    n, loc = k["n"], k["localization"]
+    assert loc["n"] == n and loc["gradcam_layer"] == convs[-1]
+    share = loc["mask_share"]
+    assert 0 < share["mean"] < 1 and share["se"] >= 0
+    ms = loc["methods"]
+    want = {"gain", "total_gain", "gradcam", "random", "centre"} | {f"gain:{c}" for c in convs}
+    assert want <= set(ms), sorted(ms)
+    for m, r in list(ms.items()) + [("baseline gradcam", k["baseline_gradcam"])]:
+        assert 0 <= r["energy"] <= 1 and 0 <= r["pointing"] <= 1 and r["energy_se"] >= 0 and r["pointing_se"] >= 0, m
+        assert r["energy_n"] == n and 0 <= r["n_no_positive"] <= n, m  # no positive value: scored 0, still counted
+    assert k["baseline_gradcam"]["n"] == n
+    # a uniform random map scores the mask's share of the image (in expectation; per image close, 1,000 images)
+    rnd = ms["random"]
+    assert abs(rnd["energy"] - share["mean"]) <= max(0.01, 3 * rnd["energy_se"]), (rnd["energy"], share["mean"])
+    assert abs(rnd["pointing"] - share["mean"]) <= 0.05  # a uniform map's maximum is anywhere
+    assert rnd["n_no_positive"] == 0 and ms["centre"]["n_no_positive"] == 0
+    # paired differences over the same images = differences of the means (maps without positive value score 0)
+    for m, r in ms.items():
+        assert set(r["minus"]) == {"random", "centre", "gradcam"} - {m}, m
+        for ref, d in r["minus"].items():
+            assert d["n"] == n and d["se"] >= 0, (m, ref)
+            assert _close(d["mean"], r["energy"] - ms[ref]["energy"], 1e-9), (m, ref)
+    # the rule fixed in docs/RESULTS.md 9.2, recomputed from the paired differences
+    g, rule = ms["gain"]["minus"], loc["rule"]
+    low_r, low_c = g["random"]["mean"] - 1.96 * g["random"]["se"], g["centre"]["mean"] - 1.96 * g["centre"]["se"]
+    up_g = g["gradcam"]["mean"] + 1.96 * g["gradcam"]["se"]
+    assert _close(rule["gain_minus_random_lower95"], low_r, 1e-9) and _close(rule["gain_minus_centre_lower95"], low_c, 1e-9)
+    assert _close(rule["gain_minus_gradcam_upper95"], up_g, 1e-9)
+    passes = low_r > 0.10 and low_c > 0.10 and up_g >= 0
+    assert rule["passes"] == passes and k["verdicts"]["localization_rule"] == ("passes" if passes else "fails")
+    for ref in ("random", "centre", "gradcam"):
+        assert k["verdicts"][f"gain_vs_{ref}"] == _versus(g[ref], 0), ref
+    # integrated gradients on the first images, paired with the gain map on the same ones
+    ig = k["integrated_gradients"]
+    assert 0 < ig["n"] <= n and ig["energy"]["n"] == ig["gain_same_images"]["n"] == ig["gain_minus_ig"]["n"] == ig["n"]
+    assert 0 <= ig["energy"]["mean"] <= 1 and 0 <= ig["pointing"]["mean"] <= 1
+    assert _close(ig["gain_minus_ig"]["mean"], ig["gain_same_images"]["mean"] - ig["energy"]["mean"], 1e-9)
+    # by photo: counts are the photo's images, and the photos average to the overall
+    counts = k["bg_counts"]
+    for m, block in k["energy_by_background"].items():
+        assert block["all"]["n"] == n and all(block[p]["n"] == counts[p] for p in counts), m
+        assert _close(sum(block[p]["mean"] * counts[p] for p in counts) / n, block["all"]["mean"], 1e-9), m
+        if m in ms:
+            assert _close(block["all"]["mean"], ms[m]["energy"], 1e-9), m
+    assert _close(k["energy_by_background"]["mask share"]["all"]["mean"], share["mean"], 1e-9)
+    # section 3: per layer, the same numbers, the best layer and whether the energies follow |alpha|
+    layers = k["layers"]
+    assert list(layers) == convs
+    assert _close(sum(r["share_of_gain"] for r in layers.values()), 1, 1e-9)
+    for c, r in layers.items():
+        assert _close(r["alpha"], k["alphas"][c], 1e-12) and r["mean_abs_gain"] >= 0 and 0 <= r["share_of_gain"] <= 1
+        assert _close(r["energy"], ms[f"gain:{c}"]["energy"], 1e-12) and 0 <= r["gradcam_energy"] <= 1
+        assert _close(r["minus_random"]["mean"], r["energy"] - rnd["energy"], 1e-9)
+        assert r["vs_random"] == _versus(r["minus_random"], 0), c
+    assert k["best_layer"] == max(convs, key=lambda c: layers[c]["energy"])
+    by_energy = sorted(convs, key=lambda c: -layers[c]["energy"])
+    assert k["follows_alpha"] == (by_energy == sorted(convs, key=lambda c: -abs(k["alphas"][c])))
+
+
+def _check_05_sanity(k):
+    """Section 5: correlations in [-1, 1], the trained step is 1, the fixed rule at the top cascade step."""
+    s = k["sanity"]
+    steps = s["steps"]
+    assert steps[0] == "trained" and steps[1] == "cascade:fc" and {"gatta", "untrained"} <= set(steps)
+    assert [t for t in steps if t.startswith("cascade:")][-1] == "cascade:stem"
+    assert s["prediction_kept"]["trained"] == 1 and all(0 <= v <= 1 for v in s["prediction_kept"].values())
+    assert set(s["results"]) == {"gain", "gradcam"}
+    for m, res in s["results"].items():
+        assert list(res) == steps, m
+        for step, r in res.items():
+            assert r["spearman"] is None or -1 - 1e-9 <= r["spearman"] <= 1 + 1e-9, (m, step)
+            assert 0 <= r["n_valid"] <= s["n"], (m, step)
+        assert _close(res["trained"]["spearman"], 1, 1e-6) and res["trained"]["n_valid"] == s["n"], m
+        rule, top = s["rule"][m], res["cascade:fc"]
+        assert _close(rule["rho_top"], top["spearman"], 1e-12)
+        assert _close(rule["upper95"], top["spearman"] + 1.96 * top["spearman_se"], 1e-9)
+        verdict = "passes" if top["spearman"] < s["threshold"] else "fails"
+        assert s["threshold"] == 0.5 and rule["verdict"] == verdict and k["verdicts"][f"sanity:{m}"] == verdict, m
+        first = next((t for t in steps[1:] if t.startswith("cascade:") and res[t]["spearman"] is not None
+                      and res[t]["spearman"] < 0.5), None)
+        assert rule["first_below"] == first, m
+    assert -1 - 1e-6 <= s["q_avg_cosine_top"]["mean"] <= 1 + 1e-6
+    if s["dense_share_of_q_avg"]["n"]:
+        assert s["dense_share_of_q_avg"]["mean"] >= 0
+
+
+def check_05(k):
+    assert k["model"] == "fmnist_clutter_gatta_resnet" and k["baseline"] == "fmnist_clutter_resnet"
+    _check_alphas(k["alphas"], _bundled_alphas("fmnist-clutter-gatta-resnet"), "05 garments in clutter")
+    fp = _fingerprint("fmnist-clutter-resnet")
+    assert _close(k["baseline_fingerprint"], fp, 1e-9 * max(1.0, abs(fp))), (
+        "05 garments in clutter: outputs were made with another baseline; re-execute the notebooks "
+        "(see this file's docstring)")
+    convs = [c for c, kind in k["kinds"].items() if kind == "conv"]
+    assert set(k["kinds"]) == set(k["alphas"]) and convs
+    n, counts = k["n"], k["bg_counts"]
+    assert n == 1000 and list(counts) == k["backgrounds"] == ["coins", "gravel", "retina", "rocket"]  # the test photos
+    assert all(v >= 0 for v in counts.values()) and sum(counts.values()) == n
+    # 1. accuracy: per photo averages to the overall; paired differences are differences of accuracies
+    acc = k["accuracy"]
+    assert set(acc) == {"GAttA pass 1", "GAttA pass 2", "baseline"}
+    for name, block in acc.items():
+        for p in list(counts) + ["all"]:
+            want = n if p == "all" else counts[p]
+            assert block[p]["n"] == want and 0 <= block[p]["mean"] <= 1, (name, p)
+        assert _close(sum(block[p]["mean"] * counts[p] for p in counts) / n, block["all"]["mean"], 1e-9), name
+    for key, (a, b) in (("pass2_minus_pass1", ("GAttA pass 2", "GAttA pass 1")),
+                        ("pass2_minus_baseline", ("GAttA pass 2", "baseline"))):
+        for p in list(counts) + ["all"]:
+            assert _close(k[key][p]["mean"], acc[a][p]["mean"] - acc[b][p]["mean"], 1e-9), (key, p)
+            assert k[key][p]["n"] == acc[a][p]["n"] and -1 <= k[key][p]["mean"] <= 1
+    assert k["verdicts"]["pass2_vs_pass1"] == _versus(k["pass2_minus_pass1"]["all"], 0)
+    assert k["verdicts"]["pass2_vs_baseline"] == _versus(k["pass2_minus_baseline"]["all"], 0)
+    assert 0.1 < acc["baseline"]["all"]["mean"] and 0.1 < acc["GAttA pass 2"]["all"]["mean"]  # above chance
+    # 2-3. localization
+    _check_05_localization(k, convs)
+    # 4. ROAD: AUCs in [0, 1], paired differences are differences of means, verdicts as in notebook 3
+    road = k["road"]
+    assert 0 < road["n"] <= n and set(road["methods"]) == {"gain", "gradcam", "random"}
+    rnd = road["methods"]["random"]
+    for m, r in road["methods"].items():
+        for kind in ("deletion", "insertion"):
+            assert 0 <= r[f"{kind}_auc"] <= 1 and r[f"{kind}_auc_se"] >= 0, (m, kind)
+            if m != "random":
+                assert _close(r[f"{kind}_minus_random"], r[f"{kind}_auc"] - rnd[f"{kind}_auc"], 1e-9), (m, kind)
+                assert k["verdicts"][f"road:{m}:{kind}"] == _verdict(r, kind), (m, kind)
+    better = {"deletion": "below", "insertion": "above"}
+    for kind in ("deletion", "insertion"):
+        d = road["gain_minus_gradcam"][kind]
+        _mean_block(d, road["n"])
+        g, c = road["methods"]["gain"], road["methods"]["gradcam"]
+        assert _close(d["mean"], g[f"{kind}_auc"] - c[f"{kind}_auc"], 1e-9), kind
+        v = _versus(d, 0)
+        want = "indistinguishable from" if v == "indistinguishable from" else "better than" if v == better[kind] else "worse than"
+        assert k["verdicts"][f"road:gain_vs_gradcam:{kind}"] == want, kind
+    # 5. sanity
+    _check_05_sanity(k)
+    assert 0 < k["seconds"] < TIME_LIMIT
+    return k
+
+
 CHECKS = {"01_quickstart.ipynb": check_01, "02_layer_contributions.ipynb": check_02,
-          "03_captum_and_faithfulness.ipynb": check_03, "04_two_garments_and_a_cue.ipynb": check_04}
+          "03_captum_and_faithfulness.ipynb": check_03, "04_two_garments_and_a_cue.ipynb": check_04,
+          "05_garments_in_clutter.ipynb": check_05}
 
 
 # ------------------------------------------------------------------------------------------------ tests
