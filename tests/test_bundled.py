@@ -12,7 +12,7 @@ from gatta_viz.models.checkpoint import CHECKPOINT_FORMAT
 
 
 # floors a little under what the bundled scene / clutter models score on these 200 images (regression guards)
-MIN_PAIRS, MIN_CLUTTER = 0.68, 0.5
+MIN_PAIRS, MIN_CLUTTER = 0.68, 0.78
 PREPROCESS = {  # what each bundled model expects: the normalisation of the set it was trained on
     "fmnist-resnet": {"size": [28, 28], "channels": 1, "mean": [0.286], "std": [0.353], "background": "dark"},
     "fmnist-toy": {"size": [28, 28], "channels": 1, "mean": [0.286], "std": [0.353], "background": "dark"},

@@ -300,10 +300,10 @@ def localization_report(model, data, methods: Sequence[str] = ("gain", "gradcam"
         "mask_share", "mask_share_se", "tolerance", "gradcam_layer", "centre_sigma", "skipped", "predicted",
         "labels", "methods": {name: {"energy", "energy_se", "energy_n", "n_no_positive", "pointing",
         "pointing_se", "seconds", "energy_per_image", "hit_per_image", "energy_minus": {ref: {"mean", "se", "n",
-        "ci95"}}}}, "verdict"}``. ``energy`` is the mean over images whose map has some positive energy
-        (``energy_n`` of them; ``n_no_positive`` left out, stored per image as None); ``energy_minus`` holds
-        paired differences from the reference maps ``random``, ``centre`` and ``gradcam`` that were run (over
-        images where both maps have positive energy); ``verdict`` applies the fixed rule to the ``gain`` map
+        "ci95"}}}}, "verdict"}``. ``energy`` is the mean over all ``energy_n`` images, a map without
+        positive energy scoring 0 there (``n_no_positive`` of them; stored per image as None);
+        ``energy_minus`` holds paired differences from the reference maps ``random``, ``centre`` and
+        ``gradcam`` that were run, over the same images; ``verdict`` applies the fixed rule to the ``gain`` map
         (None unless gain, random, centre and gradcam were run).
     """
     net = model if isinstance(model, torch.nn.Module) else model.model
@@ -353,8 +353,8 @@ def report_text(rep: Dict[str, Any]) -> str:
              f"mask: {rep['mask']}, covers {_fmt(rep['mask_share'], rep['mask_share_se'])} of the image "
              f"(= expected energy of a uniform map); pointing tolerance {rep['tolerance']} px",
              f"class-specific maps explain the {rep['target']}; gradcam at {rep['gradcam_layer']}; centre prior "
-             f"sigma {rep['centre_sigma']:g} px; energy = mean over maps with positive energy, paired differences "
-             "over images where both maps have some",
+             f"sigma {rep['centre_sigma']:g} px; a map without positive energy scores 0 (counted "
+             "per map), paired differences over the same images",
              head, "-" * len(head)]
     for name, r in rep["methods"].items():
         row = f"{name:<22}{_fmt(r['energy'], r['energy_se']):>18}{_fmt(r['pointing'], r['pointing_se']):>16}"
@@ -362,7 +362,7 @@ def report_text(rep: Dict[str, Any]) -> str:
             p = r["energy_minus"].get(ref)
             row += f"{_fmt(p['mean'], p['se'], True) if p else '':>20}"
         if r["n_no_positive"]:
-            row += f"  ({r['n_no_positive']} map(s) without positive energy left out)"
+            row += f"  ({r['n_no_positive']} map(s) without positive energy, scored 0)"
         lines.append(row)
     if rep.get("skipped"):
         lines.append(f"skipped (GAttA maps, plain model): {', '.join(rep['skipped'])}")
