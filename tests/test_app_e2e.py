@@ -90,6 +90,7 @@ def test_cli_app_listens_locally_and_renders_two_uploads_with_one_name_and_a_cue
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
     port = free_port()
@@ -116,7 +117,8 @@ def test_cli_app_listens_locally_and_renders_two_uploads_with_one_name_and_a_cue
             opts.add_argument(a)
         driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
         driver.get(f"http://127.0.0.1:{port}/")
-        wait = WebDriverWait(driver, 90)
+        # Streamlit replaces elements while it reruns: a caption read mid-rerun is stale, so look again
+        wait = WebDriverWait(driver, 90, ignored_exceptions=(StaleElementReferenceException,))
         upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stFileUploader'] input[type=file]")))
         upload.send_keys("\n".join(uploads))
 
