@@ -92,14 +92,15 @@ def samples_dir() -> str:
 
 
 def list_samples(folder: Optional[str] = None) -> List[str]:
-    """Sample image paths relative to ``folder`` (recursive, sorted); [] if the folder is missing."""
+    """Sample image paths relative to ``folder`` (recursive, sorted; item masks such as ``*_mask.png`` left out);
+    [] if the folder is missing."""
     folder = folder or samples_dir()
     if not os.path.isdir(folder):
         return []
     out = []
     for root, _, names in os.walk(folder):
         for n in names:
-            if n.lower().endswith(IMAGE_EXTENSIONS):
+            if n.lower().endswith(IMAGE_EXTENSIONS) and not os.path.splitext(n)[0].endswith("_mask"):
                 out.append(os.path.relpath(os.path.join(root, n), folder))
     return sorted(out)
 

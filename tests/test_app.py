@@ -533,3 +533,10 @@ def test_cue_selector_only_for_models_with_stored_queries_and_the_scene_composer
     assert not at.exception and not at.error
     assert at.selectbox(key="cue").value == logic.NO_CUE and captions(at, "cued: ") == []
     assert [s.value for s in at.subheader] == ["fashion-mnist/bag\\_test00018.png"]
+
+
+def test_sample_list_leaves_item_masks_out(logic, tmp_path):
+    (tmp_path / "clutter").mkdir()
+    for name in ("clutter_00000.png", "clutter_00000_mask.png", "scene_00001_item0_mask.png", "notes.txt"):
+        Image.new("L", (4, 4)).save(tmp_path / "clutter" / name) if name.endswith(".png") else (tmp_path / "clutter" / name).write_text("x")
+    assert logic.list_samples(str(tmp_path)) == ["clutter/clutter_00000.png"]
