@@ -48,3 +48,17 @@ def test_evaluate_cli_writes_table_json_and_plot(tmp_path, capsys):
     assert [r["model"] for r in res] == ["fmnist_gatta_toy", "fmnist_toy"]
     assert (tmp_path / "noise.png").stat().st_size > 5000
     assert main(["evaluate", "--models", "no-such-model.pt", "--n", "5", "--out", str(tmp_path)]) == 2
+
+
+def test_checkpoints_with_the_same_file_name_are_told_apart_by_their_folder(tmp_path, capsys):
+    import shutil
+
+    for run in ("seed0", "seed1"):
+        (tmp_path / run).mkdir()
+        shutil.copy(gv.bundled_path("fmnist-toy"), tmp_path / run / "final.pt")
+    code = main(["evaluate", "--models", str(tmp_path / "seed0" / "final.pt"), str(tmp_path / "seed1" / "final.pt"),
+                 "--n", "20", "--sigmas", "0", "--out", str(tmp_path / "out")])
+    assert code == 0
+    res = json.load(open(tmp_path / "out" / "eval.json"))
+    assert [r["model"] for r in res] == ["seed0/final", "seed1/final"]
+    assert "| seed0/final |" in capsys.readouterr().out

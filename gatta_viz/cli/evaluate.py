@@ -38,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
         if args.n:
             data = data.subset(args.n)
         results = [evaluate_model(load_model(m), data, args.sigmas, args.batch_size, args.seed) for m in args.models]
+        names = [r["model"] for r in results]
+        for r, m in zip(results, args.models):  # checkpoints with the same file name (runs/a/final.pt, runs/b/final.pt)
+            if names.count(r["model"]) > 1 and os.path.exists(m):
+                r["model"] = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(m))), r["model"])
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
