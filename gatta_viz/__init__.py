@@ -62,7 +62,7 @@ _EXPORTS: Dict[str, List[str]] = {
     "analysis.explanation": ["Explanation", "explain", "explain_batch", "resolve_cue", "topk"],
     "metrics.faithfulness": [
         "agreement_saliency", "auc", "explain_func", "faithfulness_report", "perturbation_curve", "perturbed_images",
-        "trace_saliency",
+        "layer_saliencies", "trace_saliency",
     ],
     "metrics.localization": ["centre_prior", "energy_in_mask", "localization_report", "mask_share", "pointing_hit"],
     "metrics.sanity": ["randomization_report", "randomized_copies"],

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..analysis.attributions import gradcam
 from ..analysis.heatmaps import upsample
 from ..core.hooks import temporarily_eval
-from .faithfulness import trace_saliency
+from .faithfulness import layer_saliencies, trace_saliency
 from .localization import energy_in_mask, pointing_hit
 from .stats import mean_se
 
@@ -113,8 +113,9 @@ class CueMeasurements:
 
 
 def _maps(t, size, convs: Sequence[str]) -> List[np.ndarray]:
-    """Default gain map then each conv layer's gain map alone, each (B, H, W)."""
-    return [trace_saliency(t, size)] + [trace_saliency(t, size, layer=n) for n in convs]
+    """Default gain map (the mean of the scaled layer maps) then each conv layer's gain map alone, each (B, H, W)."""
+    per_layer = layer_saliencies(t, size, convs)
+    return [np.mean(list(per_layer.values()), axis=0)] + [per_layer[n] for n in convs]
 
 
 def _shares(maps: List[np.ndarray], masks: np.ndarray) -> np.ndarray:
@@ -251,13 +252,14 @@ def scene_report(m: CueMeasurements, scenes) -> Dict[str, Any]:
     bright = (images[:, None] * masks).sum(axis=(2, 3)) / np.maximum(area, 1)
     rows = np.arange(N)
     rep: Dict[str, Any] = {"n": N, "maps": m.maps, "bins": {b: int((bins == b).sum()) for b, _, _ in OVERLAP_BINS}}
+    readout_ok = (np.sort(readout_by_cueing(m), 1) == np.sort(labels, 1)).all(1)
+    pass2_ok = both_items_correct(m.probs_pass2, labels)
     rep["accuracy"] = {
         "pass1": _by_bin(both_items_correct(m.probs_pass1, labels), bins),
-        "pass2": _by_bin(both_items_correct(m.probs_pass2, labels), bins),
-        "readout_top3": _by_bin((np.sort(readout_by_cueing(m), 1) == np.sort(labels, 1)).all(1), bins),
+        "pass2": _by_bin(pass2_ok, bins),
+        "readout_top3": _by_bin(readout_ok, bins),
     }
-    ro = (np.sort(readout_by_cueing(m), 1) == np.sort(labels, 1)).all(1).astype(float)
-    rep["readout_minus_pass2"] = _by_bin(ro - both_items_correct(m.probs_pass2, labels), bins)
+    rep["readout_minus_pass2"] = _by_bin(readout_ok.astype(float) - pass2_ok, bins)
     # where uncued attention goes (default map and each layer)
     logit_hi = np.argmax(np.take_along_axis(m.probs_pass2, labels, 1), 1)  # item whose class scores higher
     bigger = np.argmax(area, 1)

@@ -42,7 +42,7 @@ from ..analysis.heatmaps import normalize, upsample
 from .imputation import noisy_linear_impute
 from ..core.hooks import temporarily_eval
 
-__all__ = ["METHODS", "agreement_saliency", "trace_saliency", "explain_func", "perturbation_curve", "perturbed_images", "auc", "faithfulness_report",
+__all__ = ["METHODS", "agreement_saliency", "layer_saliencies", "trace_saliency", "explain_func", "perturbation_curve", "perturbed_images", "auc", "faithfulness_report",
            "parse_method", "report_table", "example_panels"]
 
 # "gain" = alpha x agreement (the default map everywhere); "agreement" = raw agreement (sign set by training)
@@ -71,6 +71,35 @@ def agreement_saliency(model, x: torch.Tensor, layer: Optional[str] = None, gain
     return trace_saliency(t, tuple(x.shape[2:]), layer, gain, scale_layers)
 
 
+def layer_saliencies(t, size: Tuple[int, int], layers: Optional[Sequence[str]] = None, gain: bool = True,
+                     scale_layers: bool = True) -> Dict[str, np.ndarray]:
+    """Each conv GAttA layer's map of a trace, upsampled to ``size`` and (by default) divided per image by its
+    own max |value| (all-zero maps stay zero).
+
+    Args:
+        t: a :class:`~gatta_viz.core.trace.GAttATrace`.
+        size: (H, W) of the input.
+        layers: conv layers to return (default: all, in forward order).
+        gain, scale_layers: as :func:`agreement_saliency`.
+    Returns:
+        layer name -> (B, H, W) float32.
+    Raises:
+        ValueError: a name that is not a conv GAttA layer.
+    """
+    convs = [n for n, lt in t.layers.items() if lt.kind == "conv"]
+    for n in layers or ():
+        if n not in convs:
+            raise ValueError(f"{n!r} is not a conv GAttA layer; conv layers: {convs}")
+    out: Dict[str, np.ndarray] = {}
+    for n in layers or convs:
+        m = torch.as_tensor(upsample(t.layers[n].map(gain), size))  # (B, H, W)
+        if scale_layers:
+            s = m.abs().flatten(1).max(1).values.view(-1, 1, 1)
+            m = torch.where(s > 0, m / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(m))
+        out[n] = m.numpy().astype(np.float32)
+    return out
+
+
 def trace_saliency(t, size: Tuple[int, int], layer: Optional[str] = None, gain: bool = True,
                    scale_layers: bool = True) -> np.ndarray:
     """:func:`agreement_saliency` of a trace already computed (e.g. one run under a top-down cue).
@@ -80,21 +109,10 @@ def trace_saliency(t, size: Tuple[int, int], layer: Optional[str] = None, gain: 
         size: (H, W) of the input.
         layer, gain, scale_layers: as :func:`agreement_saliency`.
     Returns:
-        (B, H, W) float32.
+        (B, H, W) float32: the mean of :func:`layer_saliencies` (or that one layer's).
     """
-    convs = [n for n, lt in t.layers.items() if lt.kind == "conv"]
-    if layer is not None:
-        if layer not in convs:
-            raise ValueError(f"{layer!r} is not a conv GAttA layer; conv layers: {convs}")
-        convs = [layer]
-    total = None
-    for n in convs:
-        m = torch.as_tensor(upsample(t.layers[n].map(gain), size))  # (B, H, W)
-        if scale_layers:  # each image's map divided by its own max |value| (all-zero maps stay zero)
-            s = m.abs().flatten(1).max(1).values.view(-1, 1, 1)
-            m = torch.where(s > 0, m / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(m))
-        total = m if total is None else total + m
-    return (total / len(convs)).numpy().astype(np.float32)
+    maps = layer_saliencies(t, size, [layer] if layer is not None else None, gain, scale_layers)
+    return np.mean(list(maps.values()), axis=0).astype(np.float32)
 
 
 def explain_func(model, inputs: torch.Tensor, targets, method: str = "gain", layer: Optional[str] = None,
