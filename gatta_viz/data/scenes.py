@@ -100,11 +100,11 @@ def _offsets(preset: str, canvas: int, rng: np.random.Generator, n: int) -> np.n
 
 
 def _place(tiles: np.ndarray, idx: np.ndarray, offsets: np.ndarray, canvas: int) -> np.ndarray:
-    """(m, 2, canvas, canvas) uint8: tile ``idx[i, k]`` at top-left ``offsets[i, k]`` (y, x), zeros elsewhere."""
-    m = len(idx)
-    layers = np.zeros((m, 2, canvas, canvas), dtype=np.uint8)
+    """(m, k, canvas, canvas) uint8: tile ``idx[i, k]`` at top-left ``offsets[i, k]`` (y, x), zeros elsewhere."""
+    m, items = idx.shape
+    layers = np.zeros((m, items, canvas, canvas), dtype=np.uint8)
     r = np.arange(28)
-    for k in range(2):
+    for k in range(items):
         ys = offsets[:, k, 0, None] + r  # (m, 28)
         xs = offsets[:, k, 1, None] + r
         layers[np.arange(m)[:, None, None], k, ys[:, :, None], xs[:, None, :]] = tiles[idx[:, k]]
@@ -225,9 +225,7 @@ def make_singles(source: ImageData, preset: str = "random", canvas: Optional[int
     images = np.zeros((n, 1, canvas, canvas), dtype=np.uint8)
     for lo in range(0, n, 4096):
         sl = slice(lo, min(n, lo + 4096))
-        idx = np.arange(sl.start, sl.stop)[:, None].repeat(2, 1)
-        both = np.concatenate([offsets[sl], offsets[sl]], 1)
-        images[sl] = _place(tiles, idx, both, canvas)[:, :1]
+        images[sl] = _place(tiles, np.arange(sl.start, sl.stop)[:, None], offsets[sl], canvas)
     return ImageData(torch.from_numpy(images), source.labels.clone(), list(source.classes), source.mean, source.std,
                      name or f"{preset}-singles")
 
