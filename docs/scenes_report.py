@@ -25,14 +25,15 @@ from gatta_viz.data.datasets import load_dataset  # noqa: E402
 from gatta_viz.data.scenes import SCENE_NORMALIZATION, load_scenes  # noqa: E402
 from gatta_viz.metrics.cueing import (OVERLAP_BINS, both_items_correct, cue_examples, item_recall, measure_cues,  # noqa: E402
                                       overlap_bins, scene_logits, scene_report)
+from gatta_viz.metrics.stats import mean_se  # noqa: E402
 from gatta_viz.models.checkpoint import load_model, steering_queries  # noqa: E402
 
 BINS = [b for b, _, _ in OVERLAP_BINS] + ["none+low", "all"]
 
 
 def _mean_se(v: np.ndarray) -> Dict[str, float]:
-    v = np.asarray(v, dtype=np.float64)
-    return {"mean": float(v.mean()), "se": float(v.std(ddof=1) / np.sqrt(len(v))), "n": int(len(v))}
+    m, se, n = mean_se(v)
+    return {"mean": m, "se": se, "n": n}
 
 
 def _select(bins: np.ndarray, name: str) -> np.ndarray:

@@ -253,13 +253,17 @@ def _rate_block(block, counts, per_scene, what):
         assert _close(nl, block["none+low"]["mean"], 1e-9), what
 
 
+def _check_baseline(stored, name, what):
+    """The stored fingerprint of a baseline's weights is that of the bundled ``name`` (baselines have no alphas)."""
+    fp = _fingerprint(name)
+    assert _close(stored, fp, 1e-9 * max(1.0, abs(fp))), (
+        f"{what}: outputs were made with another baseline; re-execute the notebooks (see this file's docstring)")
+
+
 def check_04(k):
     assert k["model"] == "fmnist_pairs_gatta_resnet" and k["baseline"] == "fmnist_pairs_resnet"
     _check_alphas(k["alphas"], _bundled_alphas("fmnist-pairs-gatta-resnet"), "04 two garments and a cue")
-    fp = _fingerprint("fmnist-pairs-resnet")
-    assert _close(k["baseline_fingerprint"], fp, 1e-9 * max(1.0, abs(fp))), (
-        "04 two garments and a cue: outputs were made with another baseline; re-execute the notebooks "
-        "(see this file's docstring)")
+    _check_baseline(k["baseline_fingerprint"], "fmnist-pairs-resnet", "04 two garments and a cue")
     n, counts = k["n"], k["bins"]
     assert n == 1000 and k["cue_n"] == n
     assert set(counts) == set(SCENE_BINS) and k["cue_bins"] == counts
@@ -560,10 +564,7 @@ def _check_05_sanity(k):
 def check_05(k):
     assert k["model"] == "fmnist_clutter_gatta_resnet" and k["baseline"] == "fmnist_clutter_resnet"
     _check_alphas(k["alphas"], _bundled_alphas("fmnist-clutter-gatta-resnet"), "05 garments in clutter")
-    fp = _fingerprint("fmnist-clutter-resnet")
-    assert _close(k["baseline_fingerprint"], fp, 1e-9 * max(1.0, abs(fp))), (
-        "05 garments in clutter: outputs were made with another baseline; re-execute the notebooks "
-        "(see this file's docstring)")
+    _check_baseline(k["baseline_fingerprint"], "fmnist-clutter-resnet", "05 garments in clutter")
     convs = [c for c, kind in k["kinds"].items() if kind == "conv"]
     assert set(k["kinds"]) == set(k["alphas"]) and convs
     n, counts = k["n"], k["bg_counts"]
