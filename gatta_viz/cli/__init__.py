@@ -47,9 +47,13 @@ def with_defaults_in_help(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of ``gatta-viz``. Returns the exit code."""
-    parser = argparse.ArgumentParser(prog="gatta-viz", description="GAttANet interpretability toolkit")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """Entry point of ``gatta-viz``. Returns the exit code: 0, 2 for a user's mistake (one line on stderr, no
+    traceback; also what a parse error exits with), 130 for Ctrl-C (one line: a sub-command may supply its own by
+    raising :class:`gatta_viz.cli.args.Interrupted`)."""
+    from .args import Interrupted, Parser, UsageError, report_interrupt
+
+    parser = Parser(prog="gatta-viz", description="GAttANet interpretability toolkit")
+    sub = parser.add_subparsers(dest="command", required=True)  # sub-parsers are Parsers too: one-line errors
     argv = list(sys.argv[1:] if argv is None else argv)
     modules = {}
     for name, (modname, help_text) in COMMANDS.items():
@@ -59,8 +63,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             with_defaults_in_help(modules[name].build_parser(sp) or sp)
             if sp.description is None:
                 sp.description = (modules[name].__doc__ or help_text).strip()
-    args = parser.parse_args(argv)
-    return int(modules[args.command].run(args) or 0)
+    prog = f"gatta-viz {argv[0]}" if argv and argv[0] in COMMANDS else "gatta-viz"
+    try:
+        args = parser.parse_args(argv)
+        return int(modules[args.command].run(args) or 0)
+    except KeyboardInterrupt as e:  # Ctrl-C: one line (the sub-command's own via args.Interrupted), exit 130
+        return report_interrupt(prog, e)
+    except UsageError as e:  # a user's mistake found at run time: one line, exit 2
+        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
