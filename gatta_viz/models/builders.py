@@ -143,8 +143,8 @@ def resnet(
 
     Args:
         arch: ``"resnet18"``, ``"resnet34"`` or ``"resnet50"``.
-        weights: None (random), a torchvision weights name such as
-            ``"IMAGENET1K_V1"`` or ``"DEFAULT"`` (downloads; needs a network), or the
+        weights: None (random), a torchvision weights name such as ``"IMAGENET1K_V1"``,
+            ``"ResNet18_Weights.IMAGENET1K_V1"`` or ``"DEFAULT"`` (downloads; needs a network), or the
             path of a local state-dict file (offline).
         num_classes: replaces ``fc`` when it differs from the weights' 1000 classes.
         in_channels: replaces ``conv1`` when not 3.
@@ -163,17 +163,20 @@ def resnet(
             model.load_state_dict(_load_state_file(weights))
     else:
         enum = torchvision.models.get_model_weights(arch)
+        prefix, _, member = weights.rpartition(".")  # "ResNet18_Weights.IMAGENET1K_V1" or "IMAGENET1K_V1"
+        if prefix and prefix != enum.__name__:
+            raise ValueError(f"weights {weights!r} are not for {arch} (its weights are {enum.__name__}.*)")
         try:
-            w = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+            w = enum[member] if member != "DEFAULT" else enum.DEFAULT
         except KeyError:
             raise ValueError(f"unknown torchvision weights {weights!r} for {arch}; known: {[m.name for m in enum]}") from None
         try:
             model = fn(weights=w)
         except Exception as e:  # noqa: BLE001 - offline machines end here
-            raise RuntimeError(
+            raise ValueError(
                 f"could not download torchvision weights {arch}/{weights} ({e}); without a network pass a local "
-                "state-dict file as weights=PATH"
-            ) from e
+                "state-dict file instead (weights=PATH, gatta-viz train --weights PATH)"
+            ) from None
     if in_channels != 3:
         model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     if num_classes != model.fc.out_features:
@@ -186,7 +189,7 @@ RESNET_LAYERS = ["layer1", "layer2", "layer3", "layer4", "fc"]
 
 def _gatta_resnet(arch: str, weights, num_classes, in_channels, input_size, d, layers, alpha_init, freeze_backbone, keys_from, norm_stats) -> GAttANet:
     backbone = resnet(arch, weights, num_classes, in_channels, input_size)
-    return GAttANet(
+    net = GAttANet(
         backbone,
         list(layers) if layers is not None else RESNET_LAYERS,
         (in_channels, *_size2(input_size)),
@@ -196,6 +199,17 @@ def _gatta_resnet(arch: str, weights, num_classes, in_channels, input_size, d, l
         keys_from,
         norm_stats,
     )
+    if freeze_backbone:  # layers made new for this data cannot stay at their random values: they learn
+        for name in _new_layers(num_classes, in_channels):
+            for p in getattr(backbone, name).parameters():
+                p.requires_grad_(True)
+    return net
+
+
+def _new_layers(num_classes: int, in_channels: int) -> list:
+    """The ResNet layers :func:`resnet` makes new instead of taking from the weights: ``fc`` for other than
+    1000 classes, ``conv1`` for other than 3 channels."""
+    return (["fc"] if num_classes != 1000 else []) + (["conv1"] if in_channels != 3 else [])
 
 
 def _make_gatta_resnet(arch: str) -> Callable[..., GAttANet]:
@@ -221,7 +235,8 @@ def _make_gatta_resnet(arch: str) -> Callable[..., GAttANet]:
         f"GAttA-enabled torchvision {arch} (layers layer1..layer4 and fc by default, d = 64).\n\n"
         "Args:\n    weights: None, a torchvision weights name ('IMAGENET1K_V1', 'DEFAULT'; needs a network)\n"
         "        or a local state-dict path.\n    num_classes, in_channels, input_size, d, layers, alpha_init,\n"
-        "    freeze_backbone, keys_from, norm_stats: see GAttANet.\nReturns:\n    A GAttANet."
+        "    freeze_backbone, keys_from, norm_stats: see GAttANet; with freeze_backbone the layers made new\n"
+        "    for num_classes != 1000 (fc) or in_channels != 3 (conv1) still learn.\nReturns:\n    A GAttANet."
     )
     return _register(builder)
 
