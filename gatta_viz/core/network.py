@@ -11,9 +11,9 @@ from torch import nn
 from .hook_scope import HOOK_PASSES, others_hooks_hidden
 from .hooks import forward_hooks, temporarily_eval
 from .mechanism import ConvKeyQuery, DenseKeyQuery, agreement, global_query, modulate
-from .pass_statistics import NORM_STATS, PassStatistics, is_batchnorm
+from .pass_statistics import NORM_STATS, PassStatistics, is_batchnorm, statistics_frozen
 from .prefix_reuse import PrefixReuse
-from .trace import GAttATrace, LayerTrace
+from .trace import GAttATrace, LayerTrace, unknown_layer
 
 __all__ = ["GAttANet", "KEYS_FROM", "forward_hooks", "temporarily_eval"]
 
@@ -54,10 +54,14 @@ class GAttANet(nn.Module):
             buffers) and for pass 2 (``pass2_stats``); train mode normalises with batch statistics
             as usual, eval mode with that pass's own. ``"shared"``: one set for both passes,
             which then holds a blend of the two (kept for ablations and old checkpoints).
+            Either way, the BatchNorms before and inside the first GAttA layer see the same input in both
+            passes and update their running statistics once per train-mode call (in pass 1), as in the backbone.
 
     Raises:
         ValueError: unknown layer name, d <= 0, bad input_shape, a layer whose
-            output is neither 2-D nor 4-D, or one that runs more than once.
+            output is neither 2-D nor 4-D, or one that runs more than once; a TorchScript
+            ``ScriptModule`` as backbone (GAttA needs forward hooks on Python modules: wrap the
+            original ``nn.Module`` instead).
     """
 
     def __init__(
@@ -72,6 +76,13 @@ class GAttANet(nn.Module):
         norm_stats: str = "per_pass",
     ) -> None:
         super().__init__()
+        if isinstance(backbone, torch.jit.ScriptModule):
+            raise ValueError(
+                f"cannot wrap a TorchScript ScriptModule ({type(backbone).__name__}): GAttA runs the backbone with "
+                "forward hooks, which scripted modules do not call; wrap the original nn.Module instead"
+            )
+        if not isinstance(backbone, nn.Module):
+            raise ValueError(f"backbone must be a torch.nn.Module, got {type(backbone).__name__}")
         if not isinstance(d, int) or isinstance(d, bool) or d <= 0:
             raise ValueError(f"d (key/query dimension) must be a positive integer, got {d!r}")
         if keys_from not in KEYS_FROM:
@@ -106,7 +117,9 @@ class GAttANet(nn.Module):
         # Outputs are identical either way; it only changes which gradients exist.
         self.detach_pass1 = False
 
-        shapes, after_first = self._probe_shapes(layers, input_shape)
+        shapes, after_first, before_first = self._probe_shapes(layers, input_shape)
+        # BatchNorms with the same input in both passes: their statistics are updated in pass 1 only
+        self.same_input_norms: List[str] = before_first
         self.layer_names: List[str] = sorted(layers, key=lambda n: shapes[n][0])
         self.layer_kinds: Dict[str, str] = {}
         self.kq = nn.ModuleDict()
@@ -145,12 +158,13 @@ class GAttANet(nn.Module):
     # ------------------------------------------------------------------ setup
     def _probe_shapes(
         self, layers: Sequence[str], input_shape: Tuple[int, int, int]
-    ) -> Tuple[Dict[str, Tuple[int, torch.Size]], List[str]]:
+    ) -> Tuple[Dict[str, Tuple[int, torch.Size]], List[str], List[str]]:
         """Run the backbone once in eval mode on zeros.
 
         Returns:
-            name -> (call order, output shape) for each layer, and the names of the BatchNorm layers
-            that run after the first GAttA layer has finished (their input differs between passes).
+            name -> (call order, output shape) for each layer; the names of the BatchNorm layers
+            that run after the first GAttA layer has finished (their input differs between passes);
+            the names of those that ran, all before then (the same input in both passes).
         """
         named = dict(self.backbone.named_modules())
         seen: Dict[str, List] = {n: [] for n in layers}
@@ -203,15 +217,28 @@ class GAttANet(nn.Module):
             out[name] = calls[0]
         first_done = min(order for order, _ in out.values())
         after_first = [n for n, done in bn_done.items() if done and max(done) > first_done]
-        return out, after_first
+        before_first = [n for n, done in bn_done.items() if done and max(done) <= first_done]
+        return out, after_first, before_first
 
     # --------------------------------------------------------------- accessors
     def kq_of(self, name: str) -> nn.Module:
-        """The key/query module (:class:`ConvKeyQuery` or :class:`DenseKeyQuery`) of layer ``name``."""
+        """The key/query module (:class:`ConvKeyQuery` or :class:`DenseKeyQuery`) of layer ``name``.
+
+        Raises:
+            UnknownLayerError (a KeyError and a ValueError): not a GAttA layer; says which was probably meant.
+        """
+        if name not in self.layer_names:
+            raise unknown_layer(name, self.layer_names)
         return self.kq[_param_key(name)]
 
     def alpha_of(self, name: str) -> torch.Tensor:
-        """The learned alpha (0-dim parameter) of layer ``name``."""
+        """The learned alpha (0-dim parameter) of layer ``name``.
+
+        Raises:
+            UnknownLayerError (a KeyError and a ValueError): not a GAttA layer; says which was probably meant.
+        """
+        if name not in self.layer_names:
+            raise unknown_layer(name, self.layer_names)
         return self.alpha[_param_key(name)]
 
     @property
@@ -321,7 +348,9 @@ class GAttANet(nn.Module):
             return hook
 
         replay = self._prefix.replay(named, plan, rec) if plan else contextlib.nullcontext()
-        with replay, self.pass2_stats.active(named), forward_hooks(modules, pass2_hook):
+        # BatchNorms with the same input in both passes counted this batch in pass 1 already
+        frozen = statistics_frozen([named[n] for n in self.same_input_norms]) if self.training else contextlib.nullcontext()
+        with replay, frozen, self.pass2_stats.active(named), forward_hooks(modules, pass2_hook):
             logits2 = self.backbone(x)
 
         layers = {
@@ -329,7 +358,7 @@ class GAttANet(nn.Module):
                 name=n,
                 kind=self.layer_kinds[n],
                 agreement=gatta[n],
-                alpha=float(alpha_for(n).detach()),
+                alpha_tensor=alpha_for(n).detach(),  # a tensor: no host sync per layer per call
                 keys=keys[n] if keep else None,
                 mean_query=mean_q[n] if keep else None,
             )

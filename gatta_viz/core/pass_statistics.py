@@ -7,7 +7,8 @@ statistics per step for this reason (Cooijmans et al. 2016); here each pass keep
 
 Which layers need a second set: a BatchNorm that finishes before the first GAttA layer's output is
 modulated sees the same input in both passes (the stem, and the inside of the first GAttA layer), so
-its two estimates would be identical: it keeps one set. Every later BatchNorm keeps a second set for
+its two estimates would be identical: it keeps one set, and in train mode it updates that set in pass 1
+only (:func:`statistics_frozen` during pass 2), so its momentum is the backbone's. Every later BatchNorm keeps a second set for
 pass 2, held here as buffers and swapped into the BatchNorm module for the duration of pass 2 (train
 mode updates it there; eval mode reads it). The backbone's own buffers are pass 1's, so the backbone
 alone (``GAttANet.backbone_forward``) is exactly pass 1.
@@ -15,13 +16,13 @@ alone (``GAttANet.backbone_forward``) is exactly pass 1.
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterator, List, Mapping
+from typing import Dict, Iterable, Iterator, List, Mapping
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["NORM_STATS", "PassStatistics", "SharedStatisticsError", "is_batchnorm"]
+__all__ = ["NORM_STATS", "PassStatistics", "SharedStatisticsError", "is_batchnorm", "statistics_frozen"]
 
 NORM_STATS = ("per_pass", "shared")
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
@@ -91,6 +92,25 @@ class PassStatistics(nn.Module):
             st = self.of(n)
             for b in _BUFFERS:
                 st._buffers[b].copy_(named[n]._buffers[b])
+
+
+@contextlib.contextmanager
+def statistics_frozen(bns: Iterable[nn.Module]) -> Iterator[None]:
+    """Within the block, BatchNorms in train mode normalise with batch statistics as usual but leave their
+    running statistics (and ``num_batches_tracked``) alone. For pass 2 of the BatchNorms that see the same input
+    in both passes: pass 1 already counted that batch. Eval-mode layers are untouched.
+
+    Args:
+        bns: BatchNorm layers.
+    """
+    changed = [bn for bn in bns if bn.training and getattr(bn, "track_running_stats", False)]
+    for bn in changed:
+        bn.track_running_stats = False  # train mode: F.batch_norm then gets no running buffers to update
+    try:
+        yield
+    finally:
+        for bn in changed:
+            bn.track_running_stats = True
 
 
 def _swap(bn: nn.Module, st: nn.Module) -> None:

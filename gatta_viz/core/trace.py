@@ -1,12 +1,29 @@
 """Trace objects: what one two-pass GAttA forward exposes, per layer and per image."""
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 import torch
 
-__all__ = ["LayerTrace", "GAttATrace"]
+__all__ = ["LayerTrace", "GAttATrace", "UnknownLayerError", "unknown_layer"]
+
+
+class UnknownLayerError(KeyError, ValueError):
+    """A layer name that is not one of the model's GAttA layers. A KeyError (a name lookup) and a ValueError (as
+    every other bad name in gatta_viz); its message says which names exist and which one was probably meant."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def unknown_layer(name: str, known: Iterable[str], what: str = "GAttA layer") -> UnknownLayerError:
+    """The error for an unknown layer ``name``, with "did you mean" when a known name is close."""
+    known = list(known)
+    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return UnknownLayerError(f"unknown {what} {name!r}{hint} (layers: {', '.join(known)})")
 
 
 @dataclass
@@ -17,7 +34,8 @@ class LayerTrace:
         name: module name in the backbone (e.g. ``"layer2"``).
         kind: ``"conv"`` (agreement is a (B, H, W) map) or ``"dense"`` ((B, C) bars).
         agreement: signed agreement gatta = k . q_avg, (B, H, W) or (B, C).
-        alpha: the layer's modulation strength used in this forward.
+        alpha_tensor: the layer's modulation strength used in this forward, a detached 0-d tensor on the
+            model's device (no host sync while tracing); :attr:`alpha` reads it as a float.
         keys: (B, d, H, W) or (B, C, d) if requested, else None.
         mean_query: the layer's mean query (B, d) if requested, else None.
     """
@@ -25,20 +43,29 @@ class LayerTrace:
     name: str
     kind: str
     agreement: torch.Tensor
-    alpha: float
+    alpha_tensor: torch.Tensor
     keys: Optional[torch.Tensor] = None
     mean_query: Optional[torch.Tensor] = None
 
     @property
+    def alpha(self) -> float:
+        """The layer's alpha in this forward, as a Python float (reads the tensor: a host sync on a GPU)."""
+        return float(self.alpha_tensor)
+
+    @property
     def gain(self) -> torch.Tensor:
         """Multiplicative gain 1 + alpha * gatta applied to the layer's output."""
-        return 1 + self.alpha * self.agreement
+        return 1 + self._alpha_like_map() * self.agreement
+
+    def _alpha_like_map(self) -> torch.Tensor:
+        a = torch.as_tensor(self.alpha_tensor)
+        return a.to(device=self.agreement.device, dtype=self.agreement.dtype)
 
     def map(self, gain: bool = False) -> torch.Tensor:
         """The map to show: raw agreement, or with ``gain=True`` alpha x agreement (= gain - 1: positive where
         the layer's output is amplified). The raw sign is a convention of training (negating a layer's keys
         and its alpha gives the same network); alpha x agreement is not."""
-        return self.alpha * self.agreement if gain else self.agreement
+        return self._alpha_like_map() * self.agreement if gain else self.agreement
 
 
 @dataclass
@@ -75,10 +102,51 @@ class GAttATrace:
         return {n: lt.alpha for n, lt in self.layers.items()}
 
     def agreement(self, name: str) -> torch.Tensor:
-        """Agreement of layer ``name``; raises KeyError naming the known layers."""
+        """Agreement of layer ``name``; raises :class:`UnknownLayerError` (a KeyError) naming the known layers."""
         if name not in self.layers:
-            raise KeyError(f"no layer {name!r} in trace; layers are {self.layer_names}")
+            raise unknown_layer(name, self.layer_names, "layer in trace")
         return self.layers[name].agreement
+
+    def nonfinite(self) -> List[str]:
+        """What in this trace is NaN or infinite, earliest first (empty when everything is finite).
+
+        Pass 1 is checked first (the backbone alone), then the global query, then each layer's agreement map in
+        forward order, then pass 2. A pass 2 that is not finite while everything before it is, is named as
+        such with the layers of largest ``|alpha x agreement|`` (the modulation ``1 + alpha x agreement``
+        overflowed there), not blamed on a finite map. Reads tensors (a host sync on a GPU).
+        """
+        out = []
+        if not bool(torch.isfinite(self.logits_pass1).all()):
+            out.append("pass 1 (the backbone alone) gives non-finite logits: the input or the backbone's weights "
+                       "are not finite or overflow")
+        if not bool(torch.isfinite(self.q_avg).all()):
+            out.append("the global query q_avg is not finite")
+        bad_maps = [n for n, lt in self.layers.items() if not bool(torch.isfinite(lt.agreement).all())]
+        for n in bad_maps:
+            out.append(f"the agreement map of layer {n} is not finite")
+        if not bool(torch.isfinite(self.logits_pass2).all()):
+            strength = {n: float((lt.alpha_tensor * lt.agreement.detach().double()).abs().nan_to_num(float("inf")).max())
+                        for n, lt in self.layers.items()}
+            top = sorted(strength, key=lambda n: -strength[n])[:3]
+            shown = ", ".join(f"{n} {strength[n]:.3g}" for n in top)
+            if out:
+                out.append("pass 2 gives non-finite logits (following the problems above)")
+            else:
+                out.append("pass 2 gives non-finite logits although pass 1 and every agreement map are finite: the "
+                           f"modulation 1 + alpha x agreement overflowed (largest |alpha x agreement|: {shown})")
+        return out
+
+    @property
+    def finite(self) -> bool:
+        """True when both passes, the query and every map are finite (see :meth:`nonfinite`)."""
+        return not self.nonfinite()
+
+    def check_finite(self) -> None:
+        """Raise ValueError with :meth:`nonfinite`'s first problem (and how many more) if anything is not finite."""
+        problems = self.nonfinite()
+        if problems:
+            more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
+            raise ValueError(f"non-finite trace: {problems[0]}{more}")
 
     @property
     def prediction_changed(self) -> torch.Tensor:
@@ -92,7 +160,8 @@ class GAttATrace:
             return None if t is None else t.detach().cpu()
 
         layers = {
-            n: replace(lt, agreement=d(lt.agreement), keys=d(lt.keys), mean_query=d(lt.mean_query))
+            n: replace(lt, agreement=d(lt.agreement), alpha_tensor=d(torch.as_tensor(lt.alpha_tensor)), keys=d(lt.keys),
+                       mean_query=d(lt.mean_query))
             for n, lt in self.layers.items()
         }
         return GAttATrace(layers, d(self.q_avg), d(self.logits_pass1), d(self.logits_pass2), dict(self.meta), d(self.q_pass1))
