@@ -348,15 +348,18 @@ def run_malformed(url: str, good: List[str], bad: List[str], expected: Dict[str,
 
 
 def run_in_process(files: List[str], sessions: int, rounds: int, workers: int) -> Dict:
-    """The server's part alone: ``sessions`` threads render an upload at once through app/logic (decode, trace,
-    ablation, Grad-CAM, overlays), on a pool of ``workers`` replicas (1 = renders take turns, as with one lock)."""
-    sys.path.insert(0, os.path.join(REPO, "app"))
-    import logic
+    """The server's part alone: ``sessions`` threads render an upload at once through the page's modules
+    (gatta_viz.app: decode, explain with ablation and Grad-CAM, overlays), on a pool of ``workers`` replicas
+    (1 = renders take turns, as with one lock)."""
     import torch
 
-    torch.set_num_threads(logic.torch_threads_per_render(workers))
-    pool = logic.ModelPool(logic.load_model(logic.gv.DEFAULT_MODEL), size=workers)
-    pool.warm_up()
+    from gatta_viz.app import models, render, settings
+    from gatta_viz.app.pool import ModelPool
+    from gatta_viz.models.checkpoint import DEFAULT_MODEL
+
+    torch.set_num_threads(settings.torch_threads_per_render(workers))
+    pool = ModelPool(models.load_model(DEFAULT_MODEL), size=workers)
+    render.warm_up(pool)
     times: List[float] = []
     lock = threading.Lock()
     for rnd in range(rounds):
@@ -367,7 +370,7 @@ def run_in_process(files: List[str], sessions: int, rounds: int, workers: int) -
                 data = f.read()
             barrier.wait()
             t0 = time.perf_counter()
-            logic.render_upload(pool, f"{i}.png", data)
+            render.render_upload(pool, f"{i}.png", data)
             with lock:
                 times.append(time.perf_counter() - t0)
 
@@ -401,7 +404,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     work = tempfile.mkdtemp(prefix="gv-load-")
     port = free_port()
     env = {**os.environ, "GATTA_VIZ_FILES": "", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    server = subprocess.Popen(app_command(port, "127.0.0.1"), cwd=os.path.join(REPO, "app"), env=env,
+    server = subprocess.Popen(app_command(port, "127.0.0.1"), cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     results: Dict = {"cpu_cores": len(os.sched_getaffinity(0)), "load_average_at_start": os.getloadavg()}
     try:
@@ -473,7 +476,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ok &= m["good_rendered"] == m["good"] and m["bad_named"] == m["bad"]
     if "in_process" in results:
         print(f"Server work alone (no browser, no Streamlit): {sessions} threads render an upload at once through "
-              f"app/logic, {args.rounds} rounds\n")
+              f"gatta_viz.app, {args.rounds} rounds\n")
         print("| render workers (model replicas) | renders | p50 | p95 | max |")
         print("|---:|---:|---:|---:|---:|")
         for r in results["in_process"]:

@@ -20,8 +20,10 @@ CASES = [
     ("python -c 'import gatta_viz'", [sys.executable, "-c", "import gatta_viz"]),
     ("gv.GAttANet (core: torch)", [sys.executable, "-c", "import gatta_viz as gv; gv.GAttANet"]),
     ("gv.load_model (models)", [sys.executable, "-c", "import gatta_viz as gv; gv.load_model"]),
-    ("gv.fig3 (analysis: matplotlib)", [sys.executable, "-c", "import gatta_viz as gv; gv.fig3"]),
-    ("gv.gradcam (analysis: captum)", [sys.executable, "-c", "import gatta_viz as gv; gv.gradcam"]),
+    ("gv.explain (compute: no matplotlib, no captum)", [sys.executable, "-c", "import gatta_viz as gv; gv.explain"]),
+    ("gv.fig3 (render: matplotlib)", [sys.executable, "-c", "import gatta_viz as gv; gv.fig3"]),
+    ("gv.gradcam (compute: captum)", [sys.executable, "-c", "import gatta_viz as gv; gv.gradcam"]),
+    ("gatta_viz.app.page (the app's page: streamlit)", [sys.executable, "-c", "import gatta_viz.app.page"]),
 ]
 
 

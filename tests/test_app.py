@@ -1,11 +1,11 @@
 """The Streamlit app driven by streamlit's AppTest: predictions, layer panels, legends, downloads, bad files,
-duplicate uploads, models (bundled, operator folder, uploaded), and renders from many sessions at once."""
+duplicate uploads, models (bundled, operator folder, uploaded), renders from many sessions at once, and the
+page's modules (gatta_viz/app/) read directly."""
 import io
 import os
 import shutil
 import struct
 import threading
-import time
 import zlib
 
 import numpy as np
@@ -16,15 +16,10 @@ from streamlit.testing.v1 import AppTest
 
 import gatta_viz as gv
 
+from gatta_viz.app import composer, models, render as rendering, settings, text, uploads
+from gatta_viz.app.pool import ModelPool
+
 APP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app", "streamlit_app.py")
-
-
-@pytest.fixture
-def logic(monkeypatch):
-    monkeypatch.syspath_prepend(os.path.dirname(APP))
-    import logic as module
-
-    return module
 
 
 def captions(at, prefix):
@@ -74,11 +69,11 @@ def expected_top1(path, name="fmnist-gatta-resnet"):
     return gv.topk(logits, lm.classes, 1)[0], (gv.topk(logits1, lm.classes, 1)[0] if logits1 is not None else None)
 
 
-def test_sample_image_predictions_panels_legends_and_downloads(samples, logic):
+def test_sample_image_predictions_panels_legends_and_downloads(samples):
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception and not at.error
-    assert at.radio(key="map").value == logic.MAP_GAIN == "alpha x agreement (what pass 2 boosts or suppresses)"
-    assert at.radio(key="map").options == [logic.MAP_GAIN, "raw agreement (sign set by training)"]
+    assert at.radio(key="map").value == text.MAP_GAIN == "alpha x agreement (what pass 2 boosts or suppresses)"
+    assert at.radio(key="map").options == [text.MAP_GAIN, "raw agreement (sign set by training)"]
     at.multiselect(key="samples").set_value(["img1.png"]).run()
     assert not at.exception and not at.error
     top2, top1 = expected_top1(samples / "img1.png")
@@ -104,9 +99,9 @@ def test_sample_image_predictions_panels_legends_and_downloads(samples, logic):
     at.multiselect(key="layers").set_value(["layer2", "layer3"]).run()
     assert [c.split(",")[0] for c in captions(at, "alpha x agreement ")] == ["alpha x agreement layer2", "alpha x agreement layer3"]
     # legends follow the controls: raw map, rectified, joint scale
-    at.radio(key="map").set_value(logic.MAP_RAW).run()
-    at.radio(key="sign").set_value(logic.SIGN_RECTIFIED).run()
-    at.radio(key="norm").set_value(logic.NORM_JOINT).run()
+    at.radio(key="map").set_value(text.MAP_RAW).run()
+    at.radio(key="sign").set_value(text.SIGN_RECTIFIED).run()
+    at.radio(key="norm").set_value(text.NORM_JOINT).run()
     assert not at.exception and not at.error
     assert [c.split(",")[0] for c in captions(at, "raw agreement ")] == ["raw agreement layer2", "raw agreement layer3"]
     md = [m.value for m in at.markdown]
@@ -116,12 +111,12 @@ def test_sample_image_predictions_panels_legends_and_downloads(samples, logic):
     assert set(at.selectbox(key="cmap").options) >= {"viridis", "magma"}  # rectified: sequential maps allowed too
 
 
-def test_gradcam_class_can_be_chosen(samples, logic):
+def test_gradcam_class_can_be_chosen(samples):
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.multiselect(key="samples").set_value(["img1.png"]).run()
     top2, _ = expected_top1(samples / "img1.png")
     other = next(c for c in gv.load_model().classes if c != top2["label"])
-    assert at.selectbox(key="gradcam_target").value == logic.PREDICTED
+    assert at.selectbox(key="gradcam_target").value == text.PREDICTED
     at.selectbox(key="gradcam_target").set_value(other).run()
     assert not at.exception and not at.error
     md = [m.value for m in at.markdown]
@@ -150,7 +145,7 @@ def test_duplicate_names_and_the_same_file_twice_all_render(samples):
     assert names.count("Download figure (PNG)") == 5
 
 
-def test_bad_files_are_named_and_good_file_still_renders(samples, tmp_path, monkeypatch, logic):
+def test_bad_files_are_named_and_good_file_still_renders(samples, tmp_path, monkeypatch):
     monkeypatch.setenv("GATTA_VIZ_MAX_UPLOAD_MB", "10")  # one limit for app and CLI, set by the operator
     good = samples / "img2.png"
     empty = tmp_path / "empty.png"
@@ -211,7 +206,7 @@ def test_plain_model_shows_gradcam_and_says_no_agreement(samples):
 
 
 # ---------------------------------------------------------------- models come from a list or an upload, never a typed path
-def test_no_server_path_can_be_typed_and_the_operator_folder_is_listed_by_name(samples, tmp_path, monkeypatch, logic):
+def test_no_server_path_can_be_typed_and_the_operator_folder_is_listed_by_name(samples, tmp_path, monkeypatch):
     """Issue: a text box opened any path the server could read, and its errors told which files exist."""
     folder = tmp_path / "models"
     folder.mkdir()
@@ -231,13 +226,13 @@ def test_no_server_path_can_be_typed_and_the_operator_folder_is_listed_by_name(s
     errors = {}
     for p in ("/etc/shadow", "/etc/no-such-file", str(folder / "my-toy.pt"), "../models/my-toy.pt"):
         with pytest.raises(ValueError) as e:
-            logic.load_model(p)
+            models.load_model(p)
         errors[p] = str(e.value).replace(repr(p), "NAME")
     assert len(set(errors.values())) == 1, errors
     assert "unknown model NAME: choose a bundled model" in errors["/etc/shadow"]
 
 
-def test_checkpoint_upload_loads_a_model_and_refuses_garbage_without_server_paths(samples, logic):
+def test_checkpoint_upload_loads_a_model_and_refuses_garbage_without_server_paths(samples):
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.selectbox(key="model").set_value("upload a checkpoint (.pt)...").run()
     assert not at.exception and not at.error
@@ -254,9 +249,13 @@ def test_checkpoint_upload_loads_a_model_and_refuses_garbage_without_server_path
     assert any("**toy** was trained on" in i.value for i in at.info)
 
 
-def test_hostile_checkpoint_settings_are_refused_before_building(tmp_path, logic):
-    """A checkpoint's settings decide the model's size: one that holds 0.7 M numbers but asks for billions is refused."""
+def test_hostile_checkpoint_settings_are_refused_before_building(tmp_path, monkeypatch):
+    """A checkpoint's settings decide the model's size: one that holds 0.7 M numbers but asks for billions is refused
+    from its settings alone (on PyTorch's meta device): the real model is never built."""
     obj = torch.load(gv.bundled_path("fmnist-gatta-resnet"), weights_only=True)
+    built = []
+    real_load = models.load_checkpoint
+    monkeypatch.setattr(models, "load_checkpoint", lambda path: (built.append(path), real_load(path))[1])
     for change, message in [
         ({"kwargs": {**obj["kwargs"], "widths": [4096, 8192, 16384]}}, "but it holds 715,207: refused"),
         ({"kwargs": {**obj["kwargs"], "blocks": [5000, 2, 2]}}, "deeper than this app builds"),
@@ -265,16 +264,15 @@ def test_hostile_checkpoint_settings_are_refused_before_building(tmp_path, logic
     ]:
         buf = io.BytesIO()
         torch.save({**obj, **change}, buf)
-        t0 = time.time()
         with pytest.raises(ValueError, match=r"^evil\.pt: ") as e:
-            logic.load_uploaded("evil.pt", buf.getvalue())
-        assert message in str(e.value) and time.time() - t0 < 20
+            models.load_uploaded("evil.pt", buf.getvalue())
+        assert message in str(e.value) and built == []
     buf = io.BytesIO()
     torch.save(obj, buf)
-    assert logic.load_uploaded("fine.pt", buf.getvalue()).name == "fine"
+    assert models.load_uploaded("fine.pt", buf.getvalue()).name == "fine" and len(built) == 1
 
 
-def test_caches_are_bounded(samples, logic):
+def test_caches_are_bounded(samples):
     """The model cache and the render cache hold a bounded number of entries (and the renders a bounded size)."""
     from streamlit.runtime.caching import cache_data_api, cache_resource_api
 
@@ -286,23 +284,24 @@ def test_caches_are_bounded(samples, logic):
     data = [c for caches in cache_data_api._data_caches._function_caches.values() for c in caches.values()
             if "get_render" in c.display_name]
     assert resource and data
-    assert all(c.max_entries == logic.MODEL_CACHE_ENTRIES == 4 for c in resource)
-    assert all(c.max_entries == logic.RENDER_CACHE_ENTRIES and c.max_size_bytes == logic.RENDER_CACHE_BYTES for c in data)
+    assert all(c.max_entries == settings.MODEL_CACHE_ENTRIES == 4 for c in resource)
+    assert all(c.max_entries == settings.RENDER_CACHE_ENTRIES and c.max_size_bytes == settings.RENDER_CACHE_BYTES for c in data)
 
 
 # ---------------------------------------------------------------- many sessions
-def test_renders_from_concurrent_sessions_match_one_at_a_time(samples, logic):
+def test_renders_from_concurrent_sessions_match_one_at_a_time(samples):
     """Streamlit sessions are threads; each render takes its own replica of the model, whose hooks then never see
     another session's trace."""
-    lm = logic.load_model(gv.DEFAULT_MODEL)
-    pool = logic.ModelPool(lm, size=2)
+    lm = models.load_model(gv.DEFAULT_MODEL)
+    pool = ModelPool(lm, size=2)
     imgs = [gv.load_image(str(p)) for p in sorted(samples.glob("*.png"))]
-    alone = [logic.render(lm, f"{i}.png", img, gradcam=True) for i, img in enumerate(imgs)]
+    with_cam, without_cam = gv.MapOptions(gradcam=True), gv.MapOptions(gradcam=False)
+    alone = [rendering.render(lm, f"{i}.png", img, with_cam) for i, img in enumerate(imgs)]
 
-    # a render waits while every replica is taken
+    # a render waits while every replica is taken (it cannot finish before one is given back)
     done = threading.Event()
     with pool.replica(), pool.replica():
-        t = threading.Thread(target=lambda: (logic.render(pool, "0.png", imgs[0], gradcam=False), done.set()))
+        t = threading.Thread(target=lambda: (rendering.render(pool, "0.png", imgs[0], without_cam), done.set()))
         t.start()
         assert not done.wait(0.5)
     t.join(30)
@@ -313,7 +312,7 @@ def test_renders_from_concurrent_sessions_match_one_at_a_time(samples, logic):
     def work(j):
         try:
             for rep in range(2):
-                results[(j, rep)] = logic.render(pool, f"{j % 2}.png", imgs[j % 2], gradcam=True)
+                results[(j, rep)] = rendering.render(pool, f"{j % 2}.png", imgs[j % 2], with_cam)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(repr(e))
 
@@ -333,61 +332,77 @@ def test_renders_from_concurrent_sessions_match_one_at_a_time(samples, logic):
             assert np.array_equal(got_maps[key], want_maps[key]), key
 
 
-def test_renders_run_in_parallel_up_to_the_pool_size_and_decoding_waits_its_turn(samples, logic, monkeypatch):
+def test_renders_run_in_parallel_up_to_the_pool_size_and_decoding_waits_its_turn(samples, monkeypatch):
     """Issue: one lock made 8 sessions queue on one core. Now as many renders run at once as there are replicas,
-    never more, and an upload is decoded only once it holds a replica."""
-    lm = logic.load_model(gv.DEFAULT_MODEL)
-    pool = logic.ModelPool(lm, size=2)
+    never more, and an upload is decoded only once it holds a replica. Overlap is forced by events, not sleeps:
+    the first renders wait until two are running at once (a bounded wait that a serialised pool would fail)."""
+    lm = models.load_model(gv.DEFAULT_MODEL)
+    pool = ModelPool(lm, size=2)
     assert len({id(m) for m in [pool.lm] + list(pool._free.queue)}) == 2  # distinct replicas
     active, peak, lock = [0], [0], threading.Lock()
+    two_running = threading.Event()
     seen_models = set()
-    real_render, real_decode = logic._render, logic.decode
+    real_render, real_decode = rendering.render_prepared, rendering.decode
     decoded = []
 
-    def slow_render(m, *args):
+    def overlapping_render(m, *args):
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
             seen_models.add(id(m))
-        time.sleep(0.4)
+            if active[0] == 2:
+                two_running.set()
         try:
+            assert two_running.wait(60), "two renders never ran at once"
             return real_render(m, *args)
         finally:
             with lock:
                 active[0] -= 1
 
-    monkeypatch.setattr(logic, "_render", slow_render)
-    monkeypatch.setattr(logic, "decode", lambda name, data, max_bytes=None: (decoded.append(name), real_decode(name, data))[1])
+    monkeypatch.setattr(rendering, "render_prepared", overlapping_render)
+    monkeypatch.setattr(rendering, "decode", lambda name, data: (decoded.append(name), real_decode(name, data))[1])
     data = (samples / "img1.png").read_bytes()
-    threads = [threading.Thread(target=logic.render_upload, args=(pool, f"{j}.png", data), kwargs={"gradcam": False})
-               for j in range(5)]
+    options = gv.MapOptions(gradcam=False)
+    failures = []
+
+    def upload(name):
+        try:
+            rendering.render_upload(pool, name, data, options)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            failures.append(repr(e))
+
+    threads = [threading.Thread(target=upload, args=(f"{j}.png",)) for j in range(5)]
     for th in threads:
         th.start()
     for th in threads:
         th.join(120)
+    assert not failures and two_running.is_set()
     assert peak[0] == 2 and len(seen_models) == 2 and len(decoded) == 5
 
     decoded.clear()
+    started = threading.Event()
     with pool.replica(), pool.replica():  # every slot busy: the upload is not even decoded yet
-        t = threading.Thread(target=logic.render_upload, args=(pool, "late.png", data), kwargs={"gradcam": False})
+        t = threading.Thread(target=lambda: (started.set(), upload("late.png")))
         t.start()
-        time.sleep(0.5)
-        assert decoded == []
+        assert started.wait(30)
+        assert not pool.idle() and decoded == []
+        t.join(0.3)
+        assert t.is_alive() and decoded == []  # still waiting for a replica, nothing decoded
     t.join(60)
-    assert decoded == ["late.png"]
+    assert decoded == ["late.png"] and not failures
 
 
-def test_figure_download_is_drawn_when_asked_for(samples, logic):
+def test_figure_download_is_drawn_when_asked_for(samples):
     """The Fig. 3 PNG is about 3/4 of a render's time; the page draws it only when its download button is clicked."""
-    r = logic.render(logic.load_model(gv.DEFAULT_MODEL), "img1.png", gv.load_image(str(samples / "img1.png")))
-    assert "_figure_png" not in r.__dict__ and r.explanation.original is None
+    r = rendering.render(models.load_model(gv.DEFAULT_MODEL), "img1.png", gv.load_image(str(samples / "img1.png")))
+    assert "_files" not in r.__dict__ and r.explanation.original is None
     png = r.figure_png()
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.size[0] > 300 and r.figure_png() is png  # drawn once
 
 
-def test_busy_server_says_so_instead_of_waiting_forever(logic):
-    pool = logic.ModelPool(logic.load_model("fmnist-gatta-toy"), size=1)
+def test_busy_server_says_so_instead_of_waiting_forever():
+    pool = ModelPool(models.load_model("fmnist-gatta-toy"), size=1)
     with pool.replica():
         with pytest.raises(TimeoutError, match="the server is busy"):
             with pool.replica(timeout=0.2):
@@ -396,40 +411,40 @@ def test_busy_server_says_so_instead_of_waiting_forever(logic):
 
 
 # ---------------------------------------------------------------- small pieces
-def test_widget_keys_differ_for_same_name_and_for_same_content(logic):
+def test_widget_keys_differ_for_same_name_and_for_same_content():
     a, b = b"first image bytes", b"second image bytes"
-    keys = [logic.content_key(0, a), logic.content_key(1, b), logic.content_key(2, a), logic.content_key(3, a)]
+    keys = [uploads.content_key(0, a), uploads.content_key(1, b), uploads.content_key(2, a), uploads.content_key(3, a)]
     assert len(set(keys)) == 4 and keys[0].split("-")[1] == keys[2].split("-")[1]
 
 
-def test_dense_bars_mark_the_predicted_class_by_outline_and_colour_by_sign(logic):
+def test_dense_bars_mark_the_predicted_class_by_outline_and_colour_by_sign():
     classes = ["a", "b", "c", "d"]
-    fig = logic.dense_figure("fc", np.array([1.2, 0.7, 1.0, 1.5]), classes, predicted=1, what="gain")
+    fig = gv.dense_bars("fc", np.array([1.2, 0.7, 1.0, 1.5]), classes, predicted=1, what="gain")
     bar = fig.data[0]
     assert list(bar.marker.color) == ["#b2182b", "#2166ac", "#2166ac", "#b2182b"]  # red above 1, blue at/below
     assert list(bar.marker.line.width) == [0, 3, 0, 0] and bar.x[1] == "<b>b</b> (predicted)"
     assert np.allclose(np.asarray(bar.y) + bar.base, [1.2, 0.7, 1.0, 1.5])  # bars drawn from gain 1
-    raw = logic.dense_figure("fc", np.array([0.3, -0.2, 0.1, 0.0]), classes, predicted=0, what="agreement")
+    raw = gv.dense_bars("fc", np.array([0.3, -0.2, 0.1, 0.0]), classes, predicted=0, what="agreement")
     assert set(raw.data[0].marker.color) == {"#5f6b73"} and "sign set by training" in raw.layout.title.text
 
 
-def test_legend_words_follow_every_control(logic):
-    texts = {(g, s, j): logic.maps_legend(g, s, j) for g in (True, False) for s in (True, False) for j in (True, False)}
+def test_legend_words_follow_every_control():
+    texts = {(g, s, j): text.maps_legend(g, s, j) for g in (True, False) for s in (True, False) for j in (True, False)}
     assert len(set(texts.values())) == 8
     assert "red: boosted (gain > 1), blue: suppressed (gain < 1)" in texts[(True, True, False)]
     assert "boosted positions only" in texts[(True, False, False)]
     assert "red: agrees with the global query, blue: disagrees" in texts[(False, True, False)]
     assert "one colour scale for all layers" in texts[(True, True, True)]
-    assert "green: boosted" in logic.maps_legend(True, True, False, "PiYG")
-    assert logic.cmaps_for(True) == ["RdBu_r", "coolwarm", "seismic", "PiYG"]
-    bar = np.asarray(logic.colorbar("RdBu_r", True))
+    assert "green: boosted" in text.maps_legend(True, True, False, "PiYG")
+    assert text.cmaps_for(True) == ["RdBu_r", "coolwarm", "seismic", "PiYG"]
+    bar = np.asarray(gv.colorbar_strip("RdBu_r", True))
     assert bar[0, 0, 2] > bar[0, 0, 0] and bar[0, -1, 0] > bar[0, -1, 2]  # blue on the left, red on the right
 
 
-def test_names_are_escaped_and_download_stems_sanitised(logic):
-    assert logic.md_escape("a_b*c[1](x).png") == "a\\_b\\*c\\[1\\](x).png"
-    assert logic.file_stem("../../etc/pass wd.png") == "pass_wd"
-    assert logic.file_stem("?.png") == "image"
+def test_names_are_escaped_and_download_stems_sanitised():
+    assert uploads.md_escape("a_b*c[1](x).png") == "a\\_b\\*c\\[1\\](x).png"
+    assert uploads.file_stem("../../etc/pass wd.png") == "pass_wd"
+    assert uploads.file_stem("?.png") == "image"
 
 
 def test_cli_app_binds_loopback_unless_told_and_shares_the_image_limit(monkeypatch):
@@ -449,12 +464,12 @@ def test_cli_app_binds_loopback_unless_told_and_shares_the_image_limit(monkeypat
     assert "streamlit run app/streamlit_app.py --server.address 127.0.0.1" in doc
 
 
-def test_warm_up_renders_on_every_replica_and_gives_them_back(logic, monkeypatch):
-    pool = logic.ModelPool(logic.load_model("fmnist-gatta-toy"), size=2)
+def test_warm_up_renders_on_every_replica_and_gives_them_back(monkeypatch):
+    pool = ModelPool(models.load_model("fmnist-gatta-toy"), size=2)
     seen = []
-    real = logic._render
-    monkeypatch.setattr(logic, "_render", lambda m, *a: (seen.append(id(m)), real(m, *a))[1])
-    pool.warm_up()
+    real = rendering.render_prepared
+    monkeypatch.setattr(rendering, "render_prepared", lambda m, *a, **k: (seen.append(id(m)), real(m, *a, **k))[1])
+    rendering.warm_up(pool)
     assert sorted(seen) == sorted({id(pool.lm)} | {id(m) for m in pool._free.queue}) and pool.idle() == 2
 
 
@@ -477,7 +492,7 @@ def selectbox_keys(at):
     return [s.key for s in at.selectbox]
 
 
-def test_cue_selector_only_for_models_with_stored_queries_and_the_scene_composer(samples, tmp_path, monkeypatch, logic):
+def test_cue_selector_only_for_models_with_stored_queries_and_the_scene_composer(samples, tmp_path, monkeypatch):
     folder = tmp_path / "models"
     folder.mkdir()
     save_scene_checkpoint(folder / "scene.pt")
@@ -488,14 +503,14 @@ def test_cue_selector_only_for_models_with_stored_queries_and_the_scene_composer
     assert not at.exception and not at.error
     # the bundled 28x28 GAttA model stores class queries: a cue selector, but no composer (no room for two garments)
     assert "cue" in selectbox_keys(at) and "garment0" not in selectbox_keys(at)
-    assert at.selectbox(key="cue").options == [logic.NO_CUE] + list(gv.load_model().classes)
+    assert at.selectbox(key="cue").options == [text.NO_CUE] + list(gv.load_model().classes)
     for name in ("fmnist-resnet", "noq.pt"):  # a plain CNN; a GAttA model without stored queries
         at.selectbox(key="model").set_value(name).run()
         assert not at.exception and not at.error
         assert "cue" not in selectbox_keys(at), name
     at.selectbox(key="model").set_value("scene.pt").run()
     assert not at.exception and not at.error
-    assert at.selectbox(key="cue").value == logic.NO_CUE
+    assert at.selectbox(key="cue").value == text.NO_CUE
     assert [at.selectbox(key=f"garment{i}").value for i in (0, 1)] == ["trouser_test00002.png", "bag_test00018.png"]
     assert [s.value for s in at.subheader] == ["scene: Trouser at (0, 0) + Bag at (20, 20)"]
     assert captions(at, "what the model saw") == ["what the model saw; outlines: Trouser (green), Bag (yellow)"]
@@ -504,7 +519,7 @@ def test_cue_selector_only_for_models_with_stored_queries_and_the_scene_composer
     lm = gv.load_model(str(folder / "scene.pt"))
 
     def by_hand(x0, y0, x1, y1):
-        scene = logic.compose_from_samples(["trouser_test00002.png", "bag_test00018.png"], [(x0, y0), (x1, y1)],
+        scene = composer.compose_from_samples(["trouser_test00002.png", "bag_test00018.png"], [(x0, y0), (x1, y1)],
                                            (48, 48), lm.classes)
         x = gv.prepare_image(Image.open(io.BytesIO(scene.png())), lm.preprocess).tensor
         with torch.no_grad():
@@ -531,12 +546,126 @@ def test_cue_selector_only_for_models_with_stored_queries_and_the_scene_composer
     at.selectbox(key="model").set_value(gv.DEFAULT_MODEL).run()
     at.multiselect(key="samples").set_value(["fashion-mnist/bag_test00018.png"]).run()
     assert not at.exception and not at.error
-    assert at.selectbox(key="cue").value == logic.NO_CUE and captions(at, "cued: ") == []
+    assert at.selectbox(key="cue").value == text.NO_CUE and captions(at, "cued: ") == []
     assert [s.value for s in at.subheader] == ["fashion-mnist/bag\\_test00018.png"]
 
 
-def test_sample_list_leaves_item_masks_out(logic, tmp_path):
+def test_sample_list_leaves_item_masks_out(tmp_path):
     (tmp_path / "clutter").mkdir()
     for name in ("clutter_00000.png", "clutter_00000_mask.png", "scene_00001_item0_mask.png", "notes.txt"):
         Image.new("L", (4, 4)).save(tmp_path / "clutter" / name) if name.endswith(".png") else (tmp_path / "clutter" / name).write_text("x")
-    assert logic.list_samples(str(tmp_path)) == ["clutter/clutter_00000.png"]
+    assert uploads.list_samples(str(tmp_path)) == ["clutter/clutter_00000.png"]
+
+
+def test_the_composer_composites_as_make_scenes_does():
+    """The composer builds on data.scenes: the same two garments at the same places give make_scenes' own scene,
+    boxes and visible-pixel masks (positions drawn exactly as make_scenes draws them for seed 3)."""
+    from gatta_viz.data import scenes as sc
+
+    source = gv.load_fashion_mnist("test").subset(200)
+    made = sc.make_scenes(source, 6, seed=3)
+    rng = np.random.default_rng(3)
+    first, second = rng.integers(0, len(source), size=6), rng.integers(0, len(source), size=6)
+    labels = source.labels.numpy()
+    same = labels[first] == labels[second]
+    while same.any():
+        second[same] = rng.integers(0, len(source), size=int(same.sum()))
+        same = labels[first] == labels[second]
+    offsets = sc._offsets("random", 48, rng, 6)  # (y, x) per item
+    assert np.array_equal(made.sources.numpy(), np.stack([first, second], 1))
+    for i in range(6):
+        tiles = [source.images[j, 0].numpy() for j in made.sources[i].tolist()]
+        c = sc.compose_items(tiles, [(int(x), int(y)) for y, x in offsets[i]], (48, 48))
+        assert np.array_equal(c.image, made.images[i, 0].numpy())
+        assert np.array_equal(c.boxes, made.boxes[i].numpy()) and np.array_equal(c.masks, made.masks[i].numpy())
+    with pytest.raises(ValueError, match=r"item 2 \(28x28\) at x=30, y=0 does not fit the 48x48 canvas: x must be in "
+                                         r"0\.\.20 and y in 0\.\.20"):
+        sc.compose_items(tiles, [(0, 0), (30, 0)], (48, 48))
+
+
+def test_a_composed_scene_is_named_boxed_and_outlined_by_class():
+    folder = os.path.join(os.path.dirname(APP), "..", "sample_images", "fashion-mnist")
+    classes = gv.load_model().classes
+    scene = composer.compose_from_samples(["trouser_test00002.png", "bag_test00018.png"], [(0, 0), (20, 20)], (48, 48),
+                                          classes, folder)
+    trouser, bag = (np.asarray(Image.open(os.path.join(folder, f)).convert("L")) for f in
+                    ("trouser_test00002.png", "bag_test00018.png"))
+    want = np.zeros((48, 48), np.uint8)
+    want[:28, :28] = trouser
+    want[20:, 20:] = np.maximum(want[20:, 20:], bag)
+    assert np.array_equal(scene.image, want) and scene.name == "scene: Trouser at (0, 0) + Bag at (20, 20)"
+    rows, cols = np.nonzero(trouser > 16)
+    assert scene.outlines()[0] == ((int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1),
+                                   "Trouser", gv.OUTLINE_COLOURS[0])
+    assert [o[1:] for o in scene.outlines()] == [("Trouser", gv.OUTLINE_COLOURS[0]), ("Bag", gv.OUTLINE_COLOURS[1])]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(scene.png()))), want)
+    with pytest.raises(ValueError, match="unknown garment '../x.png'"):
+        composer.compose_from_samples(["../x.png", "bag_test00018.png"], [(0, 0), (1, 1)], (48, 48), classes, folder)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--port", "70000"], "argument --port: a TCP port must be between 1 and 65535, got 70000"),
+    (["--port", "0"], "argument --port: a TCP port must be between 1 and 65535, got 0"),
+    (["--address", "999.1.1.1"], "argument --address: not a valid IP address: '999.1.1.1'"),
+])
+def test_cli_app_refuses_a_bad_port_or_address_with_one_line(argv, message, capsys):
+    from gatta_viz.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["app", *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_cli_serves_the_page_shipped_in_the_package():
+    from gatta_viz.cli import app as cli_app
+
+    assert cli_app.APP_PATH == os.path.join(os.path.dirname(gv.__file__), "app", "streamlit_page.py")
+    assert os.path.isfile(cli_app.APP_PATH)
+    assert cli_app.app_command(8600)[3:5] == ["run", cli_app.APP_PATH]
+
+
+def test_thin_images_and_a_failing_render_are_named_while_the_others_render(samples, monkeypatch):
+    """Per-file errors while explaining, not only while decoding: 1xN, Nx1 and 2x3000 images are refused with the
+    reason, an upload whose explanation fails inside the library is named with the error's type, and every good
+    upload next to them still renders."""
+    good1, good2 = (samples / "img1.png").read_bytes(), (samples / "img2.png").read_bytes()
+    thin = {name: png_bytes(Image.new("L", size, 200)) for name, size in
+            [("column.png", (1, 400)), ("row.png", (400, 1)), ("sliver.png", (2, 3000))]}
+    boom = png_bytes(Image.new("L", (28, 28), 77))  # an image no other test renders: not in the render cache
+    real = rendering.render_prepared
+
+    def failing(lm, name, *args, **kwargs):
+        if name == "boom.png":
+            raise KeyError("a bug inside the library")
+        return real(lm, name, *args, **kwargs)
+
+    monkeypatch.setattr(rendering, "render_prepared", failing)
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    files = [("first.png", good1), *thin.items(), ("boom.png", boom), ("last.png", good2)]
+    at.file_uploader(key="uploads").set_value([(n, d, "image/png") for n, d in files]).run()
+    assert not at.exception, at.exception
+    assert [s.value for s in at.subheader] == ["first.png", "last.png"]
+    assert len(captions(at, "alpha x agreement layer")) == 6 and len(at.get("download_button")) == 4
+    errors = [e.value for e in at.error]
+    assert errors == [
+        "Skipped column.png: image is 1x400: too thin for the model's 28x28 input (its short side would shrink to 0.07 "
+        "pixels); crop it to a less extreme aspect ratio",
+        "Skipped row.png: image is 400x1: too thin for the model's 28x28 input (its short side would shrink to 0.07 "
+        "pixels); crop it to a less extreme aspect ratio",
+        "Skipped sliver.png: image is 2x3000: too thin for the model's 28x28 input (its short side would shrink to "
+        "0.028 pixels); crop it to a less extreme aspect ratio",  # the file's size, though decoded at 1x1000
+        "boom.png: could not explain this image (internal error: KeyError)",
+    ], errors
+
+
+def test_cli_app_without_streamlit_says_how_to_install_it(monkeypatch, capsys):
+    import importlib.util
+
+    from gatta_viz.cli import app as cli_app
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "streamlit" else real(name, *a))
+    assert cli_app.run(cli_app.build_parser().parse_args([])) == 2
+    assert capsys.readouterr().err == ("error: the app needs streamlit, which is not installed: "
+                                       "pip install 'gatta_viz[app]'\n")

@@ -2,16 +2,14 @@
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import psutil
 import pytest
+from app_server import start_server, stop
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,24 +19,6 @@ pytestmark = pytest.mark.e2e
 needs_chromium = pytest.mark.skipif(
     not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)),
     reason="Debian chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
 def listening_addresses(proc: subprocess.Popen, port: int) -> set:
@@ -53,31 +33,16 @@ def listening_addresses(proc: subprocess.Popen, port: int) -> set:
     return found
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Stop a server started in its own process group (the CLI's streamlit child included)."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
-
-
 def test_the_documented_streamlit_command_listens_on_this_machine_only():
     """Issue: `streamlit run app/streamlit_app.py` as documented listened on every interface. The app's docstring
     now gives the command to use; run exactly that command."""
     doc = open(APP).read().split('"""')[1]
     found = re.search(r"(streamlit run app/streamlit_app\.py(?: --[\w.]+ [^\s`]+)*)", doc)
     assert found, doc
-    port = free_port()
-    args = found.group(1).split()[2:] + ["--server.port", str(port), "--server.headless", "true",
-                                         "--browser.gatherUsageStats", "false"]
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    args = found.group(1).split()[2:] + ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    server, port = start_server(lambda port: [sys.executable, "-m", "streamlit", "run", *args, "--server.port",
+                                              str(port)], cwd=REPO)
     try:
-        wait_http(f"http://127.0.0.1:{port}/_stcore/health")
         assert listening_addresses(server, port) == {"127.0.0.1"}
     finally:
         stop(server)
@@ -93,15 +58,13 @@ def test_cli_app_listens_locally_and_renders_two_uploads_with_one_name_and_a_cue
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    port = free_port()
     env = {**os.environ, "GATTA_VIZ_FILES": ""}
-    server = subprocess.Popen([sys.executable, "-m", "gatta_viz.cli", "app", "--port", str(port)], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server, port = start_server(lambda port: [sys.executable, "-m", "gatta_viz.cli", "app", "--port", str(port)],
+                                cwd=REPO, env=env)
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     twins = tempfile.mkdtemp(prefix="gv-twins-")
     driver = None
     try:
-        wait_http(f"http://127.0.0.1:{port}/_stcore/health")
         assert listening_addresses(server, port) == {"127.0.0.1"}  # `gatta-viz app` binds 127.0.0.1 by default
         # two different images, both called shirt.png
         uploads = []

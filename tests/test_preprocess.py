@@ -159,9 +159,17 @@ def test_unreadable_file_becomes_image_error_with_the_reason(open_dir):
         good = tmp_path / "good.png"
         good.write_bytes(encode(Image.new("L", (8, 8), 9), "PNG"))
         good.chmod(0o644)
-        res = as_nobody(lambda: [(p, str(e)) for p, e in [("ok", len(pp.prepare_batch([str(path), str(good)], PRE)[0])),
-                                                         ("errors", pp.prepare_batch([str(path), str(good)], PRE)[1][0])]])
-        assert res["ok"] and "('ok', '1')" in res["value"] and "permission denied" in res["value"]
+        def batch():  # every file tried, each failure named
+            ok, errors = [], []
+            for p in (str(path), str(good)):
+                try:
+                    ok.append(pp.prepare_image(pp.load_image(p), PRE))
+                except pp.ImageError as e:
+                    errors.append(str(e))
+            return [len(ok), errors]
+
+        res = as_nobody(batch)
+        assert res["ok"] and res["value"] == str([1, ["secret.png: cannot read the file: permission denied"]])
 
 
 def test_directory_fifo_and_missing_paths_are_named(tmp_path):
@@ -276,3 +284,15 @@ def test_only_the_listed_decoders_run():
     data = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"  # EPS would call Ghostscript
     with pytest.raises(gv.ImageError, match="not a recognised image format"):
         gv.load_image(data, name="x.eps")
+
+
+@pytest.mark.parametrize("size, side", [((1, 400), "0.07"), ((400, 1), "0.07"), ((2, 3000), "0.019")])
+def test_an_image_too_thin_for_the_model_is_refused_by_name(size, side):
+    """Padded to the model's square input, a 1x400 image would shrink to 0 pixels: the model would see only the
+    fill. It is refused with the reason; an image whose short side keeps at least one pixel goes in."""
+    with pytest.raises(gv.ImageError, match=rf"^thin.png: image is {size[0]}x{size[1]}: too thin for the model's 28x28 "
+                                            rf"input \(its short side would shrink to {side} pixels\)"):
+        pp.prepare_image(Image.new("L", size, 200), PRE, name="thin.png")
+    gradient = Image.fromarray(np.repeat(np.linspace(0, 255, 100).astype(np.uint8)[:, None], 3, axis=1), "L")
+    x = pp.prepare_image(gradient, PRE, invert=False)  # 3x100: 0.84 px, rounds to one column that holds the image
+    assert (x.shown[..., 0].std(axis=0) > 0.1).sum() == 1

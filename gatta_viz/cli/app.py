@@ -1,20 +1,23 @@
-"""``gatta-viz app [IMAGE ...]``: start the Streamlit app (app/streamlit_app.py in the repository).
+"""``gatta-viz app [IMAGE ...]``: start the Streamlit app (the page shipped in the package, gatta_viz/app/).
 
 It listens on 127.0.0.1 (this machine only) unless ``--address`` names another interface.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import os
 import subprocess
 import sys
 from typing import List, Optional
 
+from . import args as A
+from ..app import PAGE
+
 __all__ = ["APP_PATH", "DEFAULT_ADDRESS", "app_command", "build_parser", "is_loopback", "run"]
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-APP_PATH = os.path.join(_REPO, "app", "streamlit_app.py")
+APP_PATH = PAGE  # the page's script inside the package: a wheel install serves it as a clone does
 DEFAULT_ADDRESS = "127.0.0.1"
 
 
@@ -23,7 +26,7 @@ def is_loopback(address: str) -> bool:
     if address == "localhost":
         return True
     try:
-        return ipaddress.ip_address(address).is_loopback
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -34,38 +37,38 @@ def app_command(port: int = 8501, address: str = DEFAULT_ADDRESS, max_upload_mb:
     Args:
         port: TCP port.
         address: interface to listen on (default 127.0.0.1: this machine only).
-        max_upload_mb: Streamlit's upload limit in MB (default: the image limit shared with the CLI,
-            ``GATTA_VIZ_MAX_UPLOAD_MB``, or the checkpoint limit if larger).
+        max_upload_mb: Streamlit's upload limit in MB (default: the larger of the image limit shared with the
+            CLI, ``GATTA_VIZ_MAX_UPLOAD_MB``, and the checkpoint limit, ``GATTA_VIZ_MAX_CHECKPOINT_MB``).
     Returns:
         The argument list.
+    Raises:
+        ValueError: a limit variable that is not a positive number.
     """
     if max_upload_mb is None:
-        from ..data.preprocess import image_limits
+        from ..app.settings import server_upload_limit_mb
 
-        images = image_limits().max_bytes
-        try:
-            checkpoints = float(os.environ.get("GATTA_VIZ_MAX_CHECKPOINT_MB", "") or 100) * 2**20
-        except ValueError:
-            checkpoints = 100 * 2**20
-        max_upload_mb = max(1, -(-int(max(images, checkpoints)) // 2**20))
+        max_upload_mb = server_upload_limit_mb()
     return [sys.executable, "-m", "streamlit", "run", APP_PATH, "--server.port", str(port), "--server.address", address,
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.maxUploadSize", str(max_upload_mb), "--client.showErrorDetails", "type"]
 
 
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
-    p = parser or argparse.ArgumentParser(prog="gatta-viz app", description=__doc__)
-    p.add_argument("images", nargs="*", help="images to open at start (as if uploaded)")
-    p.add_argument("--port", type=int, default=8501)
-    p.add_argument("--address", default=DEFAULT_ADDRESS,
+    p = parser or A.Parser(prog="gatta-viz app", description=__doc__)
+    p.add_argument("images", nargs="*", type=A.existing_file, help="images to open at start (as if uploaded)")
+    p.add_argument("--port", type=A.port, default=8501, help="TCP port, 1..65535")
+    p.add_argument("--address", type=A.address, default=DEFAULT_ADDRESS,
                    help="interface to listen on (default 127.0.0.1: this machine only; 0.0.0.0 shares the app with "
                         "every network this machine is on)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("streamlit") is None:
+        print("error: the app needs streamlit, which is not installed: pip install 'gatta_viz[app]'", file=sys.stderr)
+        return 2
     if not os.path.isfile(APP_PATH):
-        print(f"error: the app is not at {APP_PATH}; run from a clone of the gatta_viz repository", file=sys.stderr)
+        print(f"error: the app's page is missing from this install ({APP_PATH}); reinstall gatta_viz", file=sys.stderr)
         return 2
     try:
         command = app_command(args.port, args.address)

@@ -3,8 +3,9 @@
 Every failure raises :class:`ImageError`, whose message names the file and the problem in words,
 so the app and the CLI can report it and go on with the other files.
 
-One set of limits serves the app and the CLI (:func:`image_limits`): a file size limit, a pixel limit and
-a decoding-memory limit, each configurable by an environment variable or per call. Decoding stays
+One set of limits serves the app and the CLI (:func:`image_limits`, in :mod:`gatta_viz.data.limits`): a file
+size limit, a pixel limit and a decoding-memory limit, each configurable by an environment variable or per
+call. Decoding stays
 within a memory budget: the decoded size is checked from the header before any pixel is read, JPEGs are
 decoded at a reduced scale when they are large, and a large image is converted to 8 bits and shrunk
 band by band, so no full-size copy beyond the decoded pixels themselves is ever made.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import io
-import math
 import os
 import re
 import stat
@@ -21,43 +21,25 @@ import struct
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .limits import (ENV_MAX_DECODED_MB, ENV_MAX_PIXELS, ENV_MAX_UPLOAD_MB, MAX_BYTES, MAX_DECODED_BYTES,
+                     MAX_PIXELS, MAX_SIDE, MB, ImageLimits, image_limits)
+from .limits import format_mb as _mb
+from .pixels import TRANSPOSE, decoding_cost, exif_orientation, to_8bit
+
 if TYPE_CHECKING:  # torch is imported where a tensor is made, so the limits load without it
     import torch
 
-__all__ = [
-    "ImageError",
-    "ImageLimits",
-    "image_limits",
-    "MAX_PIXELS",
-    "MAX_BYTES",
-    "MAX_DECODED_BYTES",
-    "MAX_SIDE",
-    "ENV_MAX_UPLOAD_MB",
-    "ENV_MAX_PIXELS",
-    "ENV_MAX_DECODED_MB",
-    "IMAGE_EXTENSIONS",
-    "FORMATS",
-    "PreparedImage",
-    "decoding_cost",
-    "load_image",
-    "prepare_image",
-    "prepare_batch",
-    "to_model_input",
+__all__ = [  # the limits are defined in .limits and offered here too
+    "ImageError", "ImageLimits", "image_limits", "MAX_PIXELS", "MAX_BYTES", "MAX_DECODED_BYTES", "MAX_SIDE",
+    "ENV_MAX_UPLOAD_MB", "ENV_MAX_PIXELS", "ENV_MAX_DECODED_MB", "IMAGE_EXTENSIONS", "FORMATS", "PreparedImage",
+    "decoding_cost", "load_image", "prepare_image", "to_model_input", "resize_center_crop",
 ]
 
-MB = 1024 * 1024
-MAX_BYTES = 25 * MB  # default file size limit (app uploads and CLI files alike)
-MAX_PIXELS = 40_000_000  # default width * height limit; larger files are refused (decompression bombs)
-MAX_DECODED_BYTES = 120 * MB  # default memory the decoded pixels may take (see decoding_cost)
-MAX_SIDE = 1024  # images larger than this are shrunk while decoding: the models take a few hundred pixels at most
-ENV_MAX_UPLOAD_MB = "GATTA_VIZ_MAX_UPLOAD_MB"
-ENV_MAX_PIXELS = "GATTA_VIZ_MAX_PIXELS"
-ENV_MAX_DECODED_MB = "GATTA_VIZ_MAX_DECODED_MB"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 # the only decoders ever run on a file (Pillow knows many more, some of which call external programs)
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
@@ -72,7 +54,6 @@ _MAGIC = (
     (b"MM\x00*", "TIFF"),
 )
 _WARNINGS_LOCK = threading.Lock()
-_BAND_BYTES = 1 * MB  # pixels (at 4 bytes each) per band when converting a large image
 
 
 class ImageError(ValueError):
@@ -81,64 +62,6 @@ class ImageError(ValueError):
     def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"{name}: {problem}")
         self.name, self.problem = name, problem
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """What an image file may cost.
-
-    Attributes:
-        max_bytes: file size limit.
-        max_pixels: width x height limit (checked from the header, before decoding).
-        max_decoded_bytes: memory the decoder may need for the pixels (see :func:`decoding_cost`).
-    """
-
-    max_bytes: int = MAX_BYTES
-    max_pixels: int = MAX_PIXELS
-    max_decoded_bytes: int = MAX_DECODED_BYTES
-
-    @property
-    def max_mb(self) -> float:
-        """The file size limit in MB (1 MB = 2**20 bytes)."""
-        return self.max_bytes / MB
-
-    def describe(self) -> str:
-        """The limits in words, for a page or a help text."""
-        return (f"files up to {_mb(self.max_bytes)}, images up to {self.max_pixels / 1e6:g} megapixels "
-                f"and {_mb(self.max_decoded_bytes)} once decoded")
-
-
-def _mb(n: float) -> str:
-    return f"{n / MB:.3g} MB"
-
-
-def _env_number(var: str, default: float) -> float:
-    raw = os.environ.get(var, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {var} must be a positive number, got {raw!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise ValueError(f"environment variable {var} must be a positive number, got {raw!r}")
-    return value
-
-
-def image_limits() -> ImageLimits:
-    """The limits in force: defaults, overridden by ``$GATTA_VIZ_MAX_UPLOAD_MB``, ``$GATTA_VIZ_MAX_PIXELS`` and
-    ``$GATTA_VIZ_MAX_DECODED_MB`` (read at every call, so an operator's setting applies to app and CLI alike).
-
-    Returns:
-        An :class:`ImageLimits`.
-    Raises:
-        ValueError: a variable that is not a positive number.
-    """
-    return ImageLimits(
-        max_bytes=int(round(_env_number(ENV_MAX_UPLOAD_MB, MAX_BYTES / MB) * MB)),
-        max_pixels=int(_env_number(ENV_MAX_PIXELS, MAX_PIXELS)),
-        max_decoded_bytes=int(round(_env_number(ENV_MAX_DECODED_MB, MAX_DECODED_BYTES / MB) * MB)),
-    )
 
 
 Source = Union[str, os.PathLike, bytes, BinaryIO]
@@ -228,135 +151,6 @@ def _why_unidentified(data: bytes) -> str:
 _BOMB_SIZE = re.compile(r"\((\d+) pixels\)")
 
 
-def _bytes_per_pixel(mode: str) -> int:
-    """Bytes Pillow stores per pixel of a mode (RGB is stored as 4)."""
-    if mode in ("1", "L", "P"):
-        return 1
-    if mode.startswith("I;16") or mode.startswith("BGR;1"):
-        return 2
-    return 4
-
-
-def decoding_cost(img: Image.Image, full_size: Optional[Tuple[int, int]] = None) -> int:
-    """Memory in bytes that decoding an opened (not yet loaded) image takes, from its header alone.
-
-    Pillow's decoded pixels (1 byte per pixel for L/P, 2 for 16-bit greyscale, 4 for RGB, RGBA, LA, 32-bit
-    and float), plus what a format's decoder holds besides: libwebp decodes the whole frame into its own
-    buffer, which is copied twice before Pillow has it (16 bytes per pixel in all, measured), and a
-    progressive JPEG keeps every DCT coefficient of the file (2 bytes each, at full size even when decoded
-    at a reduced scale) until its last scan.
-
-    Args:
-        img: an image from ``Image.open``, after any ``draft``.
-        full_size: the file's own size when ``draft`` reduced ``img.size``.
-    Returns:
-        Bytes.
-    """
-    w, h = img.size
-    cost = w * h * _bytes_per_pixel(img.mode)
-    if img.format == "WEBP":
-        cost += 12 * w * h  # measured: 16 bytes per pixel in all
-    if img.format in ("JPEG", "MPO") and img.info.get("progressive"):
-        fw, fh = full_size or img.size
-        layers = getattr(img, "layer", None) or [("", 1, 1, 0)] * 3
-        hmax = max(int(lay[1]) for lay in layers)
-        vmax = max(int(lay[2]) for lay in layers)
-        cost += 2 * sum(math.ceil(fw * int(lay[1]) / hmax / 8) * 8 * math.ceil(fh * int(lay[2]) / vmax / 8) * 8
-                        for lay in layers)
-    return int(cost)
-
-
-def _orientation(img: Image.Image) -> int:
-    try:
-        return int(img.getexif().get(0x0112, 1) or 1)
-    except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the image
-        return 1
-
-
-_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-
-def _output_mode(mode: str) -> str:
-    return "L" if mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;16") else "RGB"
-
-
-def _scale_top(img: Image.Image) -> float:
-    """What 16-bit, 32-bit and float values are divided by to make 0..1 (as the file's type suggests)."""
-    if img.mode.startswith("I;16"):
-        return 65535.0
-    hi = 0.0
-    for band in _bands(img, 1):
-        arr = np.asarray(band)
-        if arr.size:
-            m = np.nanmax(np.where(np.isfinite(arr), arr, np.nan)) if img.mode == "F" else arr.max()
-            if np.isfinite(m):
-                hi = max(hi, float(m))
-    if img.mode == "F":
-        return hi if hi > 1.0 else 1.0
-    return 65535.0 if hi > 255 else 255.0
-
-
-def _bands(img: Image.Image, factor: int):
-    """Horizontal bands of ``img`` (copies of about 1 MB each), each a multiple of ``factor`` rows tall but the last."""
-    w, h = img.size
-    rows = max(factor, (_BAND_BYTES // max(1, w * 4)) // factor * factor)
-    for y0 in range(0, h, rows):
-        yield img.crop((0, y0, w, min(h, y0 + rows)))
-
-
-def _to_8bit(band: Image.Image, top: float) -> Image.Image:
-    """One band in any mode -> 8-bit 'L' or 'RGB'; transparency composited on black."""
-    mode = band.mode
-    if mode in ("L", "RGB"):
-        return band
-    if mode in ("I", "F") or mode.startswith("I;16"):
-        arr = np.asarray(band, dtype=np.float32)
-        arr = np.nan_to_num(arr, nan=0.0, posinf=top, neginf=0.0)
-        return Image.fromarray(np.clip(arr * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), "L")
-    if mode in ("LA", "La", "PA", "RGBA", "RGBa") or (mode == "P" and "transparency" in band.info):
-        if mode in ("LA", "La"):
-            la = np.asarray(band if mode == "LA" else band.convert("LA"), dtype=np.uint16)
-            value, alpha = la[..., 0], la[..., 1]
-        else:
-            rgba = np.asarray(band if mode == "RGBA" else band.convert("RGBA"), dtype=np.uint16)
-            value, alpha = rgba[..., :3], rgba[..., 3:4]
-        value = value * alpha  # composited on black: value * alpha / 255, rounded
-        value += 127
-        value //= 255
-        return Image.fromarray(value.astype(np.uint8), "L" if value.ndim == 2 else "RGB")
-    return band.convert(_output_mode(mode))
-
-
-def _normalise(img: Image.Image, max_side: Optional[int]) -> Image.Image:
-    """A loaded image -> 8-bit 'L' or 'RGB', shrunk by an integer factor (box filter) to at most ``max_side``,
-    converting band by band so that no full-size copy is made."""
-    w, h = img.size
-    factor = max(1, math.ceil(max(w, h) / max_side)) if max_side else 1
-    if factor == 1 and img.mode in ("L", "RGB"):
-        return img
-    top = _scale_top(img) if img.mode in ("I", "F") or img.mode.startswith("I;16") else 255.0
-    out_mode = _output_mode(img.mode)
-    out = Image.new(out_mode, (math.ceil(w / factor), math.ceil(h / factor)))
-    y = 0
-    for band in _bands(img, factor):
-        small = _to_8bit(band, top)
-        if small.mode != out_mode:
-            small = small.convert(out_mode)
-        if factor > 1:
-            small = small.reduce(factor)
-        out.paste(small, (0, y))
-        y += small.size[1]
-    return out
-
-
 def load_image(
     source: Source,
     name: Optional[str] = None,
@@ -413,7 +207,7 @@ def load_image(
         img.load()
         with _WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            orientation = _orientation(img)  # after load: a PNG's EXIF may follow its pixels (getexif would load)
+            orientation = exif_orientation(img)  # after load: a PNG's EXIF may follow its pixels (getexif would load)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -430,11 +224,13 @@ def load_image(
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
         raise ImageError(name, f"image data is truncated or corrupt ({e})") from None
     try:
-        img = _normalise(img, max_side)
+        img = to_8bit(img, max_side)
     except (OSError, ValueError) as e:
         raise ImageError(name, f"cannot convert this image ({e})") from None
-    if orientation in _TRANSPOSE:
-        img = img.transpose(_TRANSPOSE[orientation])
+    if orientation in TRANSPOSE:
+        img = img.transpose(TRANSPOSE[orientation])
+    if img.size != (w, h):  # shrunk while decoding: messages name the file's own size
+        img.info["file_size"] = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
     return img
 
 
@@ -465,6 +261,33 @@ def to_model_input(pixels: np.ndarray, preprocess: Dict[str, Any]) -> "torch.Ten
     return (x - mean) / std
 
 
+def resize_center_crop(img: Image.Image, preprocess: Dict[str, Any]) -> Image.Image:
+    """The evaluation transform of folder-trained models (``"crop": "center"`` in their preprocessing): the
+    shorter side resized to ``preprocess["resize"]`` (bilinear, as torchvision's ``Resize``), then the centre
+    ``preprocess["size"]`` crop (torchvision's ``CenterCrop`` rounding). Training evaluates with this too.
+
+    Args:
+        img: a decoded image in the model's mode ('RGB' or 'L').
+        preprocess: ``{"size": [H, W], "resize": S, ...}``.
+    Returns:
+        The (W, H) image the model sees.
+    """
+    h, w = (int(s) for s in preprocess["size"])
+    short = int(preprocess.get("resize") or max(h, w))
+    iw, ih = img.size
+    if iw <= ih:
+        nw, nh = short, max(1, int(short * ih / iw))
+    else:
+        nw, nh = max(1, int(short * iw / ih)), short
+    if (nw, nh) != (iw, ih):
+        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+    if nw < w or nh < h:  # resize below the crop: pad with black, as CenterCrop does
+        img = ImageOps.pad(img, (max(nw, w), max(nh, h)), color=0)
+        nw, nh = img.size
+    top, left = int(round((nh - h) / 2.0)), int(round((nw - w) / 2.0))
+    return img.crop((left, top, left + w, top + h))
+
+
 def _border(img: Image.Image) -> np.ndarray:
     """The outermost rows and columns of an 8-bit image as [0, 1] floats (never the whole image)."""
     w, h = img.size
@@ -472,7 +295,19 @@ def _border(img: Image.Image) -> np.ndarray:
     return np.concatenate([np.asarray(s, dtype=np.float32).ravel() for s in strips]) / 255.0
 
 
-def prepare_image(img: Image.Image, preprocess: Dict[str, Any], invert: Union[str, bool] = "auto") -> PreparedImage:
+def _check_content(img: Image.Image, size: Tuple[int, int], name: str) -> None:
+    """Refuse an image whose shorter side would shrink to 0 pixels once padded to the model's aspect ratio
+    (Pillow would then pad an empty image: the model would see only the fill)."""
+    (iw, ih), (h, w) = img.size, size
+    side = ih / iw * w if iw / ih > w / h else iw / ih * h  # what ImageOps.contain rounds
+    if round(side) < 1:
+        iw, ih = img.info.get("file_size", img.size)
+        raise ImageError(name, f"image is {iw}x{ih}: too thin for the model's {w}x{h} input (its short side would "
+                               f"shrink to {side:.2g} pixels); crop it to a less extreme aspect ratio")
+
+
+def prepare_image(img: Image.Image, preprocess: Dict[str, Any], invert: Union[str, bool] = "auto",
+                  name: Optional[str] = None) -> PreparedImage:
     """Apply a model's preprocessing: pad to the model's aspect ratio, resize, set channels, normalise.
 
     Args:
@@ -482,10 +317,14 @@ def prepare_image(img: Image.Image, preprocess: Dict[str, Any], invert: Union[st
         invert: for dark-background models, ``"auto"`` inverts images whose border is
             bright (a photo on white becomes light-on-black like the training data);
             True/False force it.
+        name: the file's name in error messages (default "image").
     Returns:
         A :class:`PreparedImage`.
+    Raises:
+        ImageError: an image so thin (1xN, Nx1, 2x3000...) that its content would vanish in the model's input.
     """
     h, w = (int(s) for s in preprocess["size"])
+    _check_content(img, (h, w), name or "image")
     channels = int(preprocess["channels"])
     mode = "L" if channels == 1 else "RGB"
     work = img if img.mode == mode else img.convert(mode)
@@ -498,24 +337,11 @@ def prepare_image(img: Image.Image, preprocess: Dict[str, Any], invert: Union[st
         border = 1.0 - border
     fill = int(round(float(np.median(border)) * 255))
     fill_color = fill if mode == "L" else (fill, fill, fill)
-    work = ImageOps.pad(work, (w, h), method=Image.Resampling.LANCZOS, color=fill_color)
+    if preprocess.get("crop") == "center":  # folder-trained models: resize the shorter side, crop the centre
+        work = resize_center_crop(work, preprocess)
+    else:
+        work = ImageOps.pad(work, (w, h), method=Image.Resampling.LANCZOS, color=fill_color)
     shown = np.asarray(work, dtype=np.float32) / 255.0
     if shown.ndim == 2:
         shown = shown[:, :, None]
     return PreparedImage(to_model_input(shown, preprocess), shown, img, do_invert)
-
-
-def prepare_batch(paths: Sequence[str], preprocess: Dict[str, Any], invert: Union[str, bool] = "auto"
-                  ) -> Tuple[list, list]:
-    """Load and prepare several files, never raising for a bad file.
-
-    Returns:
-        (prepared list of (path, PreparedImage), errors list of ImageError).
-    """
-    ok, errors = [], []
-    for p in paths:
-        try:
-            ok.append((p, prepare_image(load_image(p), preprocess, invert)))
-        except ImageError as e:
-            errors.append(e)
-    return ok, errors

@@ -25,10 +25,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .datasets import ImageData
+from .in_memory import ImageData, load_fashion_mnist
 
-__all__ = ["PRESETS", "SCENE_DATASETS", "SceneData", "make_scenes", "make_singles", "load_scenes", "load_singles",
-           "export_scenes"]
+__all__ = ["PRESETS", "SCENE_DATASETS", "SceneData", "Composite", "compose_items", "make_scenes", "make_singles",
+           "load_scenes", "load_singles", "export_scenes"]
 
 PRESETS = ("random", "multimnist")
 ITEM_THRESHOLD = 16  # a pixel belongs to an item when its intensity (0-255) exceeds this
@@ -112,7 +112,7 @@ def _place(tiles: np.ndarray, idx: np.ndarray, offsets: np.ndarray, canvas: int)
 
 
 def _boxes(support: np.ndarray) -> np.ndarray:
-    """(m, 2, 4) boxes (x0, y0, x1, y1), x1/y1 exclusive, of each item's True pixels; zeros for an empty item."""
+    """(m, k, 4) boxes (x0, y0, x1, y1), x1/y1 exclusive, of each item's True pixels; zeros for an empty item."""
     rows, cols = support.any(axis=3), support.any(axis=2)  # (m, 2, H), (m, 2, W)
     h, w = rows.shape[-1], cols.shape[-1]
     y0, x0 = rows.argmax(-1), cols.argmax(-1)
@@ -120,6 +120,61 @@ def _boxes(support: np.ndarray) -> np.ndarray:
     out = np.stack([x0, y0, x1, y1], -1)
     out[~rows.any(-1)] = 0
     return out
+
+
+@dataclass
+class Composite:
+    """Items composited on one black canvas (see :func:`compose_items`).
+
+    Attributes:
+        image: uint8 (H, W), the pixel-wise max of the layers.
+        layers: uint8 (k, H, W), each item alone at its place.
+        boxes: int64 (k, 4), each item's box (x0, y0, x1, y1), x1/y1 exclusive, of its pixels > ITEM_THRESHOLD
+            (zeros for an item without such pixels), as ``SceneData.boxes``.
+        masks: bool (k, H, W), each item's visible pixels (above threshold and the brightest there), as
+            ``SceneData.masks``.
+    """
+
+    image: np.ndarray
+    layers: np.ndarray
+    boxes: np.ndarray
+    masks: np.ndarray
+
+
+def compose_items(tiles: Sequence[np.ndarray], positions: Sequence[Tuple[int, int]], canvas: Tuple[int, int]
+                  ) -> Composite:
+    """Place items (e.g. garments) on a black canvas and composite them by pixel-wise max, as the scenes of
+    :func:`make_scenes` are composited: one scene, chosen item by item.
+
+    Args:
+        tiles: uint8 (h, w) items (each may have its own size).
+        positions: each item's (x, y) top-left corner on the canvas.
+        canvas: (H, W).
+    Returns:
+        A :class:`Composite`.
+    Raises:
+        ValueError: naming the item that is malformed or does not fit the canvas.
+    """
+    h0, w0 = (int(v) for v in canvas)
+    if len(tiles) != len(positions) or not len(tiles):
+        raise ValueError(f"{len(tiles)} items for {len(positions)} positions")
+    layers = np.zeros((len(tiles), h0, w0), dtype=np.uint8)
+    for k, (tile, pos) in enumerate(zip(tiles, positions)):
+        tile = np.asarray(tile)
+        if tile.ndim != 2 or tile.dtype != np.uint8:
+            raise ValueError(f"item {k + 1} must be uint8 (h, w) pixels, got {tile.dtype} {tile.shape}")
+        th, tw = tile.shape
+        try:
+            x, y = (int(v) for v in pos)
+        except (TypeError, ValueError):
+            raise ValueError(f"item {k + 1}: position must be (x, y) whole numbers, got {pos!r}") from None
+        if not (0 <= x <= w0 - tw and 0 <= y <= h0 - th):
+            raise ValueError(f"item {k + 1} ({tw}x{th}) at x={x}, y={y} does not fit the {w0}x{h0} canvas: x must be "
+                             f"in 0..{w0 - tw} and y in 0..{h0 - th}")
+        layers[k, y : y + th, x : x + tw] = tile
+    image = layers.max(axis=0)
+    support = layers > ITEM_THRESHOLD
+    return Composite(image, layers, _boxes(support[None])[0], support & (layers >= image))
 
 
 def make_scenes(
@@ -243,7 +298,6 @@ def load_singles(name: str, split: str = "train", root: Optional[str] = None,
     Returns:
         An :class:`ImageData` of 60,000 (train) or 10,000 (test) single-garment images.
     """
-    from .datasets import load_fashion_mnist
 
     if name not in SCENE_DATASETS:
         raise ValueError(f"unknown scene data set {name!r}; known: {sorted(SCENE_DATASETS)}")
@@ -265,7 +319,6 @@ def load_scenes(name: str, split: str = "train", root: Optional[str] = None) -> 
     Returns:
         A :class:`SceneData`.
     """
-    from .datasets import load_fashion_mnist
 
     if name not in SCENE_DATASETS:
         raise ValueError(f"unknown scene data set {name!r}; known: {sorted(SCENE_DATASETS)}")
