@@ -302,7 +302,7 @@ def test_fig3_bars_show_gains_coloured_like_the_maps_and_mark_classes_by_outline
     classes = [f"c{i}" for i in range(10)]
     pred = int(t.logits_pass2[0].argmax())
     true = (pred + 3) % 10
-    fig = gv.fig3(x[0], t, 0, classes=classes, true_label=true)
+    fig = gv.fig3(gv.explanation_from_trace(t, x[0], 0, classes=classes, true_label=true))
     # input + 3 conv maps + 1 colourbar + 2 dense bar charts
     assert len(fig.axes) == 1 + 3 + 1 + 2
     ax = fig.axes[6]  # fc2, the class layer
@@ -320,7 +320,7 @@ def test_fig3_bars_show_gains_coloured_like_the_maps_and_mark_classes_by_outline
     assert by_style["--"].get_x() == pytest.approx(true - 0.4)  # true class: dashed outline
     assert by_style["-"].get_height() == pytest.approx(float(v[pred]), rel=1e-5)
     # raw agreement: bars from 0, one neutral colour (red keeps meaning "boosted")
-    raw = gv.fig3(x[0], t, 0, classes=classes, true_label=pred, gain=False)
+    raw = gv.fig3(gv.explanation_from_trace(t, x[0], 0, classes=classes, true_label=pred, gain=False))
     base, height, faces = _bars_of(raw.axes[6])
     np.testing.assert_allclose(base, 0.0)
     np.testing.assert_allclose(height, t.agreement("fc2")[0].numpy(), rtol=1e-5, atol=1e-7)
@@ -335,7 +335,7 @@ def test_fig3_bars_show_gains_coloured_like_the_maps_and_mark_classes_by_outline
 
 
 def test_alpha_bars_use_one_neutral_colour_whatever_the_sign(toy):
-    from gatta_viz.analysis.style import NEUTRAL
+    from gatta_viz.render.style import NEUTRAL
     from matplotlib.colors import to_rgba
 
     fig = gv.alpha_bars({"a": 0.5, "b": -0.7, "c": 0.0})

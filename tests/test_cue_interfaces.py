@@ -15,12 +15,13 @@ from matplotlib.patches import Rectangle
 from PIL import Image
 
 import gatta_viz as gv
-from gatta_viz.analysis.explanation import CUSTOM_QUERY, resolve_cue
-from gatta_viz.analysis.figures import FONT_PT, Fig3Renderer, normalize_shared
-from gatta_viz.analysis.heatmaps import upsample
-from gatta_viz.analysis.overlays import (
-    OUTLINE_COLOURS, Outline, as_outlines, draw_outlines, outlines_from_index, rescale_outlines,
-)
+from gatta_viz.compute.cue import CUSTOM_QUERY, resolve_cue
+from gatta_viz.compute.maps import normalize_shared, upsample
+from gatta_viz.render.fig3 import Fig3Renderer
+from gatta_viz.render.fig3_text import FONT_PT
+from gatta_viz.render.outline_draw import draw_outlines
+from gatta_viz.render.outlines import OUTLINE_COLOURS, Outline, as_outlines, outlines_from_index, rescale_outlines
+from gatta_viz.render.overlays import outlined_input
 from gatta_viz.cli import main
 from gatta_viz.data.clutter import export_clutter
 from gatta_viz.data.scenes import export_scenes, make_scenes
@@ -193,7 +194,7 @@ def drawn_texts(fig):
 def test_uncued_vs_cued_figure_has_two_rows_on_one_scale_per_layer(lm, scenes, layout):
     i = 6
     ex = gv.explain(lm, scene_prep(lm, scenes, i), cue="Sneaker", gradcam=False)
-    fig = ex.figure(layout=layout, outlines=scene_outlines(scenes, i))
+    fig = gv.fig3(ex, gv.FigureOptions(layout=layout), outlines=scene_outlines(scenes, i))
     convs = ["layer1", "layer2", "layer3"]
     # axes: per row the input and three maps, then the colourbar, then fc without and with the cue
     assert len(fig.axes) == 2 * (1 + len(convs)) + 1 + 2
@@ -243,10 +244,10 @@ def test_uncued_vs_cued_figure_has_two_rows_on_one_scale_per_layer(lm, scenes, l
 def test_a_cued_explanation_alone_says_so_and_the_plain_figure_is_unchanged(lm, scenes):
     prep = scene_prep(lm, scenes, 7)
     ex = gv.explain(lm, prep, cue="Bag", gradcam=False, compare=False)
-    words = [t.get_text() for t, _ in drawn_texts(ex.figure())]
+    words = [t.get_text() for t, _ in drawn_texts(gv.fig3(ex))]
     assert any(w.replace("\n", " ").startswith("cued: Bag   pass 2 (output): " + ex.prediction["label"]) for w in words)
     plain = gv.explain(lm, prep, gradcam=False)
-    fig = plain.figure()
+    fig = gv.fig3(plain)
     assert len(fig.axes) == 1 + 3 + 1 + 1 and not any("cue" in t.get_text() for t, _ in drawn_texts(fig))
 
 
@@ -255,12 +256,15 @@ def test_the_fast_png_of_a_compare_renderer_forgets_the_last_image_and_its_outli
     x = torch.cat([p.tensor for p in preps])
     with torch.no_grad():
         plain, cued = lm.model.trace(x), lm.model.trace(x, query=lm.cue("Dress"))
-    r = Fig3Renderer(plain, CLASSES, layout="single", image_shape=(48, 48), cue="Dress", compare=True, outlines=True)
-    r.update(preps[0].shown, plain, 0, None, cued_trace=cued, outlines=scene_outlines(scenes, 8))
+    recs = [gv.explanation_from_trace(plain, preps[i].shown, i, classes=CLASSES, cued_trace=cued, cue="Dress")
+            for i in range(2)]
+    assert recs[0].compare and recs[0].cued.cue == "Dress" and recs[0].uncued.cue is None
+    r = Fig3Renderer(recs[0], gv.FigureOptions(layout="single", outlines=True))
+    r.update(recs[0], outlines=scene_outlines(scenes, 8))
     first = r.to_png(dpi=80)
-    r.update(preps[1].shown, plain, 1, None, cued_trace=cued, outlines=scene_outlines(scenes, 9))
+    r.update(recs[1], outlines=scene_outlines(scenes, 9))
     second = r.to_png(dpi=80)
-    r.update(preps[0].shown, plain, 0, None, cued_trace=cued, outlines=scene_outlines(scenes, 8))
+    r.update(recs[0], outlines=scene_outlines(scenes, 8))
     assert r.to_png(dpi=80) == first != second
     full = io.BytesIO()
     r.fig.savefig(full, format="png", dpi=80)
@@ -268,13 +272,14 @@ def test_the_fast_png_of_a_compare_renderer_forgets_the_last_image_and_its_outli
     b = np.asarray(Image.open(io.BytesIO(full.getvalue())).convert("RGB")).astype(int)
     diff = np.abs(a - b).max(2)
     assert a.shape == b.shape and diff.max() <= 2 and (diff > 0).mean() < 1e-3
-    with pytest.raises(ValueError, match="pass cued_trace"):
-        r.update(preps[0].shown, plain, 0)
-    bare = Fig3Renderer(plain, CLASSES, image_shape=(48, 48))
+    one_row = gv.explanation_from_trace(plain, preps[0].shown, 0, classes=CLASSES)
+    with pytest.raises(ValueError, match="another kind of explanation"):  # a two-row renderer gets a one-row record
+        r.update(one_row)
+    bare = Fig3Renderer(one_row)
     with pytest.raises(ValueError, match="built without room for outlines"):
-        bare.update(preps[0].shown, plain, 0, outlines=scene_outlines(scenes, 8))
-    with pytest.raises(ValueError, match="cued_trace given to a renderer built without compare=True"):
-        bare.update(preps[0].shown, plain, 0, cued_trace=cued)
+        bare.update(one_row, outlines=scene_outlines(scenes, 8))
+    with pytest.raises(ValueError, match="another kind of explanation"):  # and the other way round
+        bare.update(recs[0])
 
 
 # ---------------------------------------------------------------- outlines: API, overlays, indexes
@@ -282,7 +287,7 @@ def test_outlined_overlays_show_each_box_in_its_colour(lm, scenes):
     i = 10
     ex = gv.explain(lm, scene_prep(lm, scenes, i), cue="Shirt", gradcam=False)
     items = scene_outlines(scenes, i)
-    for overlays in (ex.overlays(outlines=items), ex.uncued.overlays(outlines=items)):
+    for overlays in (gv.explanation_overlays(ex, outlines=items), gv.explanation_overlays(ex, outlines=items, result=ex.uncued)):
         assert set(overlays) == {"layer1", "layer2", "layer3"}
         for img in overlays.values():
             a = np.asarray(img)
@@ -292,9 +297,9 @@ def test_outlined_overlays_show_each_box_in_its_colour(lm, scenes):
                 colour = np.array([int(OUTLINE_COLOURS[k][j : j + 2], 16) for j in (1, 3, 5)])
                 ym = 4 * (y0 + y1) // 2
                 assert np.array_equal(a[ym, 4 * x0], colour) or np.array_equal(a[ym, 4 * x1 - 1], colour)
-    plain = ex.overlays()  # without outlines: the model input's own size, as before
+    plain = gv.explanation_overlays(ex)  # without outlines: the model input's own size, as before
     assert all(o.size == (48, 48) for o in plain.values())
-    assert np.array_equal(np.asarray(ex.outlined_input(items))[::4, ::4][:2, :2], np.asarray(
+    assert np.array_equal(np.asarray(outlined_input(ex, items))[::4, ::4][:2, :2], np.asarray(
         Image.fromarray(np.round(ex.image[:, :, 0] * 255).astype(np.uint8)).convert("RGB"))[:2, :2])
 
 
@@ -384,96 +389,27 @@ def test_cli_explain_cue_and_boxes(tmp_path, ckpts, lm, scenes, capsys):
 
 def test_cli_cue_errors_are_named_before_any_image_is_explained(tmp_path, ckpts, capsys):
     img = os.path.join(GARMENTS, "bag_test00018.png")
+    (tmp_path / "not_an_index.json").write_text('{"scenes": 3}')
     cases = [
         (["--checkpoint", ckpts["scene"], "--cue", "Jacket"],
          "error: --cue: unknown class 'Jacket' to cue with Classes of scene: T-shirt/top, Trouser"),
         (["--checkpoint", ckpts["noq"], "--cue", "Bag"], "error: --cue: model noq has no stored class queries to cue "
                                                          "with: store them with `gatta-viz cues CHECKPOINT OUT`"),
         (["--model", "fmnist-resnet", "--cue", "Bag"], "has no GAttA layers; choose a GAttA model"),
-        (["--boxes", str(tmp_path / "missing.json")], "error: outline index not found"),
+        (["--boxes", str(tmp_path / "missing.json")], "error: argument --boxes: no such file"),
+        (["--boxes", str(tmp_path / "not_an_index.json")], "error: --boxes: " + str(tmp_path / "not_an_index.json")
+         + ": not an index written by export_scenes or export_clutter"),
     ]
     for extra, message in cases:
-        assert main(["explain", img, "--out", str(tmp_path / "o")] + extra) == 2
+        try:
+            code = main(["explain", img, "--out", str(tmp_path / "o")] + extra)
+        except SystemExit as e:  # a bad argument is refused while parsing
+            code = e.code
+        assert code == 2
         err = capsys.readouterr().err
-        assert message in err and "Traceback" not in err, err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "o").exists()
     with pytest.raises(SystemExit):
         main(["explain", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--cue CLASS explain under a top-down cue" in text and "--boxes INDEX.json" in text
-
-
-# ---------------------------------------------------------------- the app's composer and cued renders
-@pytest.fixture
-def logic(monkeypatch):
-    monkeypatch.syspath_prepend(os.path.join(REPO, "app"))
-    monkeypatch.delenv("GATTA_VIZ_SAMPLES", raising=False)
-    import logic as module
-
-    return module
-
-
-def test_composer_composites_exactly_like_make_scenes(logic):
-    source = gv.load_fashion_mnist("test").subset(300)
-    s = make_scenes(source, 40, seed=11)
-    for i in range(40):
-        tiles = [source.images[int(j), 0].numpy() for j in s.sources[i]]
-        # the offsets make_scenes used: each box minus the box of the tile's own bright pixels
-        offsets = []
-        for k, tile in enumerate(tiles):
-            ys, xs = np.nonzero(tile > 16)
-            offsets.append((int(s.boxes[i, k, 0]) - xs.min(), int(s.boxes[i, k, 1]) - ys.min()))
-        scene = logic.compose_scene(tiles, offsets, (48, 48), ["a", "b"])
-        assert np.array_equal(scene.image, s.images[i, 0].numpy())
-        assert np.array_equal(scene.boxes, s.boxes[i].numpy())
-        visible = (scene.layers > 16) & (scene.layers >= scene.layers[::-1])
-        assert np.array_equal(visible, s.masks[i].numpy())
-    # the sample garment files are the Fashion-MNIST test images they are named after
-    test = gv.load_fashion_mnist("test")
-    files = ["trouser_test00002.png", "bag_test00018.png"]
-    scene = logic.compose_from_samples(files, [(3, 7), (20, 15)], (48, 48), CLASSES, GARMENTS)
-    by_hand = logic.compose_scene([test.images[2, 0].numpy(), test.images[18, 0].numpy()], [(3, 7), (20, 15)], (48, 48))
-    assert np.array_equal(scene.image, by_hand.image) and np.array_equal(scene.boxes, by_hand.boxes)
-    assert scene.labels == ["Trouser", "Bag"] and scene.name == "scene: Trouser at (3, 7) + Bag at (20, 15)"
-    assert [(o.box, o.label, o.colour) for o in scene.outlines()] == [
-        (tuple(scene.boxes[0].tolist()), "Trouser", OUTLINE_COLOURS[0]), (tuple(scene.boxes[1].tolist()), "Bag", OUTLINE_COLOURS[1])]
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(scene.png()))), scene.image)
-
-
-def test_composer_names_bad_choices_and_knows_where_it_applies(logic, lm):
-    with pytest.raises(ValueError, match=r"garment 2 \(28x28\) at x=21, y=0 does not fit the 48x48 canvas: x must be in "
-                                         r"0\.\.20 and y in 0\.\.20"):
-        logic.compose_from_samples(["trouser_test00002.png", "bag_test00018.png"], [(0, 0), (21, 0)], (48, 48), CLASSES,
-                                   GARMENTS)
-    with pytest.raises(ValueError, match="unknown garment '../photos/rocket.jpg'"):
-        logic.load_garment("../photos/rocket.jpg", GARMENTS)
-    assert logic.garment_label("t-shirt-top_test00019.png", CLASSES) == "T-shirt/top"
-    assert logic.garment_label("ankle-boot_test00000.png", CLASSES) == "Ankle boot"
-    assert logic.garment_label("mystery.png", CLASSES) == "mystery"
-    assert logic.composer_canvas(lm) == (48, 48) and logic.composer_canvas(gv.load_model()) is None
-    assert logic.cue_options(lm) == [logic.NO_CUE] + CLASSES
-    assert logic.cue_options(gv.load_model("fmnist-resnet")) == []
-    assert len(logic.garment_files()) == 30
-
-
-def test_app_render_under_a_cue_with_outlines(logic, lm):
-    scene = logic.compose_from_samples(["trouser_test00002.png", "bag_test00018.png"], [(0, 0), (20, 20)], (48, 48),
-                                       CLASSES, GARMENTS)
-    img = Image.open(io.BytesIO(scene.png()))
-    r = logic.render(lm, "scene.png", img, cue="Trouser", outlines=scene.outlines())
-    x = gv.prepare_image(img, lm.preprocess).tensor
-    with torch.no_grad():
-        cued, plain = lm.model.trace(x, query=lm.cue("Trouser")), lm.model.trace(x)
-    assert r.cue == "Trouser" and r.cued_top_pass2[0]["index"] == int(cued.logits_pass2.argmax())
-    assert r.top_pass2[0]["index"] == int(plain.logits_pass2.argmax())
-    assert set(r.cued_overlays) == set(r.overlays) == {"layer1", "layer2", "layer3"}
-    assert all(o.size == (192, 192) for o in list(r.overlays.values()) + list(r.cued_overlays.values()))
-    assert r.shown_outlined.size == (192, 192) and r.outline_caption() == "outlines: Trouser (green), Bag (yellow)"
-    np.testing.assert_allclose(r.cued_dense["fc"], (1 + cued.layers["fc"].alpha * cued.agreement("fc"))[0].numpy(), atol=1e-6)
-    npz = np.load(io.BytesIO(r.npz))
-    assert "uncued/raw/layer1" in npz.files and "q_pass1" in npz.files
-    assert Image.open(io.BytesIO(r.figure_png())).size[0] > 500
-    plain_r = logic.render(lm, "scene.png", img, cue=logic.NO_CUE)
-    assert plain_r.cue is None and plain_r.cued_overlays == {} and plain_r.top_pass2 == r.top_pass2
-    with pytest.raises(ValueError, match="a top-down cue needs a GAttA model"):
-        logic.render(gv.load_model("fmnist-resnet"), "x.png", img, cue="Trouser")

@@ -68,9 +68,6 @@ def test_explain_bad_options_exit_2(tmp_path, capsys):
 
 def test_gain_view_is_alpha_times_agreement_in_maps_bars_figure_and_cli(tmp_path, monkeypatch):
     """gain=True shows alpha x agreement: per-layer signed maps become sign(alpha) x the agreement maps."""
-    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app"))
-    import logic
-
     lm = gv.load_model("fmnist-gatta-toy")  # trained with negative alphas on every conv layer
     path = os.path.join(SAMPLES, "bag_test00018.png")
     prep = gv.prepare_image(gv.load_image(path), lm.preprocess)
@@ -82,13 +79,14 @@ def test_gain_view_is_alpha_times_agreement_in_maps_bars_figure_and_cli(tmp_path
         assert np.array_equal(gain.raw[n], plain.raw[n])  # raw maps stay raw agreement
     assert gain.summary()["maps"] == "alpha x agreement"
     assert plain.summary()["maps"] == "raw agreement (sign set by training)"
-    fig = gain.figure()
+    fig = gv.fig3(gain)
     shown = fig.axes[1].images[0].get_array()
-    assert np.allclose(shown, -plain.figure().axes[1].images[0].get_array(), atol=1e-6)
+    assert np.allclose(shown, -gv.fig3(plain).axes[1].images[0].get_array(), atol=1e-6)
     for n, sc in plain.scales.items():  # what +1 stands for: |alpha| x the raw map's max |value|
         assert gain.scales[n] == pytest.approx(abs(plain.alphas[n]) * sc, rel=1e-5) and sc > 0
-    r = logic.render(lm, "bag.png", gv.load_image(path), gradcam=False, gain=True)
-    assert np.allclose(r.dense["fc2"], 1 + plain.alphas["fc2"] * plain.raw["fc2"], atol=1e-6)
+    # the dense bars (figure, app) are drawn from the record's maps: the gain 1 + alpha x agreement
+    assert np.allclose(1 + gain.native["fc2"], 1 + plain.alphas["fc2"] * plain.raw["fc2"], atol=1e-6)
+    assert np.array_equal(plain.native["fc2"], plain.raw["fc2"])
     assert main(["explain", path, "--model", "fmnist-gatta-toy", "--gain", "--out", str(tmp_path)]) == 0  # old flag
     assert json.load(open(tmp_path / "bag_test00018.json"))["maps"] == "alpha x agreement"
     assert main(["explain", path, "--model", "fmnist-gatta-toy", "--out", str(tmp_path / "d")]) == 0
@@ -105,14 +103,15 @@ def test_bad_colormap_is_refused_before_the_model_loads(tmp_path, capsys, monkey
     def no_load(*a, **k):
         raise AssertionError("the model was loaded before the options were checked")
 
-    monkeypatch.setattr(ex_cli, "load_model", no_load)
+    monkeypatch.setattr(ex_cli, "load_model_arg", no_load)
     path = os.path.join(SAMPLES, "bag_test00018.png")
     assert main(["explain", path, "--cmap", "viridus", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown colormap 'viridus'; did you mean ['viridis'") and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
-    assert main(["explain", path, "--opacity", "2", "--out", str(tmp_path)]) == 2
-    assert "--opacity must be in [0, 1], got 2.0" in capsys.readouterr().err
+    assert err.startswith("gatta-viz explain: error: --cmap: unknown colormap 'viridus'; did you mean ['viridis'")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as e:
+        main(["explain", path, "--opacity", "2", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "argument --opacity: must be >= 0 and <= 1, got 2" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["explain", "demo", "faithfulness"])

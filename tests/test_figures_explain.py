@@ -9,9 +9,9 @@ import torch
 from PIL import Image, ImageOps
 
 import gatta_viz as gv
-from gatta_viz.analysis.checks import UntrainedGAttAWarning
-from gatta_viz.analysis.explanation import explain_batch
-from gatta_viz.analysis.overlays import content_box, overlay_on_original
+from gatta_viz.compute.checks import UntrainedGAttAWarning
+from gatta_viz.compute.explain import explain_batch
+from gatta_viz.render.images import content_box, overlay_on_original
 
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample_images", "fashion-mnist")
 
@@ -95,8 +95,11 @@ def test_uint8_and_other_bad_inputs_are_named(resnet):
         gv.explain(resnet, torch.zeros(1, 1, 28, 28, dtype=torch.long))
     with pytest.raises(ValueError, match=r"expected images \(B, C, H, W\)"):
         gv.explain(resnet, torch.zeros(28, 28))
-    with pytest.raises(ValueError, match="needs a GAttA model"):
+    with pytest.raises(ValueError, match=r"needs a GAttA model or a classifier returning \(batch, classes\) logits; "
+                                         r"Conv2d returned \(1, 1, 28, 28\)"):
         gv.explain(torch.nn.Conv2d(1, 1, 1), torch.zeros(1, 1, 28, 28))
+    with pytest.raises(ValueError, match="needs a model"):
+        gv.explain("not a model", torch.zeros(1, 1, 28, 28))
     with pytest.raises(ValueError, match="true_label has 2 entries for 1 images"):
         gv.explain(resnet, torch.zeros(1, 1, 28, 28), true_label=[1, 2])
 
@@ -123,7 +126,7 @@ def test_untrained_gatta_parameters_warn_wherever_maps_are_shown():
         raw = gv.explain(toy, x, gradcam=False, gain=False)  # ... raw agreement is not, and says why to distrust it
     assert any(np.abs(h).max() > 0 for h in raw.heatmaps.values())
     with pytest.warns(UntrainedGAttAWarning):
-        fig = gv.fig3(x[0], t, 0, gain=False)
+        fig = gv.fig3(gv.explanation_from_trace(t, x[0], 0, gain=False))
     texts = [tx.get_text() for tx in fig.texts]
     assert any(s.startswith("WARNING: untrained GAttA parameters") for s in texts)
     hm = gv.conv_heatmaps(t, 0, (28, 28), gain=False)
@@ -139,7 +142,7 @@ def test_untrained_gatta_parameters_warn_wherever_maps_are_shown():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UntrainedGAttAWarning)
         ex = gv.explain(toy, x, gradcam=False)
-        fig = gv.fig3(x[0], toy.trace(x), 0)
+        fig = gv.fig3(gv.explanation_from_trace(toy.trace(x), x[0], 0))
     assert not ex.untrained and "warning" not in ex.summary()
     assert not any(tx.get_text().startswith("WARNING") for tx in fig.texts)
 
@@ -183,7 +186,7 @@ def test_explanation_overlays_on_the_original_photo():
     prep = gv.prepare_image(img, lm.preprocess)
     ex = gv.explain(lm, prep, gradcam=False)
     assert ex.original_differs()
-    on_input, on_original = ex.overlays(), ex.overlays(on="original")
+    on_input, on_original = gv.explanation_overlays(ex), gv.explanation_overlays(ex, on="original")
     assert set(on_input) == set(on_original) == {"layer1", "layer2", "layer3"}
     assert all(o.size == (28, 28) for o in on_input.values())
     assert all(o.size == prep.original.size for o in on_original.values())
@@ -191,4 +194,4 @@ def test_explanation_overlays_on_the_original_photo():
                         gradcam=False)
     assert not sample.original_differs()  # a 28x28 greyscale sample is its own model input
     with pytest.raises(ValueError, match="on must be"):
-        ex.overlays(on="both")
+        gv.explanation_overlays(ex, on="both")

@@ -14,7 +14,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 import gatta_viz as gv
-from gatta_viz.analysis.figures import FONT_PT, LAYOUTS, Fig3Renderer
+from gatta_viz.render.fig3 import Fig3Renderer
+from gatta_viz.render.fig3_text import FONT_PT, LAYOUTS
 
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample_images", "fashion-mnist")
 
@@ -42,7 +43,7 @@ def drawn_texts(fig):
 @pytest.mark.parametrize("gain, signed, joint", [(True, True, False), (False, True, True), (True, False, True)])
 def test_size_fonts_and_no_text_cut_off_or_overlapping(traced, layout, gain, signed, joint, tmp_path):
     lm, prep, t = traced
-    fig = gv.fig3(prep.shown, t, 0, lm.classes, true_label=3, gain=gain, signed=signed, joint=joint, layout=layout)
+    fig = gv.fig3(gv.explanation_from_trace(t, prep.shown, 0, classes=lm.classes, true_label=3, gain=gain, signed=signed, joint=joint), layout=layout)
     w, h = fig.get_size_inches()
     assert w == pytest.approx(LAYOUTS[layout]) and w == pytest.approx({"single": 3.5, "double": 7.2}[layout])
     assert 2.5 < h < 7.0
@@ -68,7 +69,7 @@ def test_size_fonts_and_no_text_cut_off_or_overlapping(traced, layout, gain, sig
 def test_each_map_prints_its_own_scale_when_scaled_per_layer(traced, tmp_path):
     lm, prep, t = traced
     convs = [n for n, lt in t.layers.items() if lt.kind == "conv"]
-    fig = gv.fig3(prep.shown, t, 0, lm.classes)  # gain map, per-layer scale: the defaults
+    fig = gv.fig3(gv.explanation_from_trace(t, prep.shown, 0, classes=lm.classes))  # gain map, per-layer scale: the defaults
     texts = [t_.get_text() for t_, _ in drawn_texts(fig)]
     scales = [s for s in texts if s.startswith("scale ±")]
     assert len(scales) == len(convs)
@@ -81,7 +82,7 @@ def test_each_map_prints_its_own_scale_when_scaled_per_layer(traced, tmp_path):
     assert legend.startswith("α × agreement: > 0 boosted by pass 2, < 0 suppressed")
     assert "each map scaled to its own max |value|" in legend.replace("\n", " ")
     # one scale for all maps: no per-map labels; the colourbar's ends are the largest |value| over the maps
-    joint = [t_.get_text() for t_, _ in drawn_texts(gv.fig3(prep.shown, t, 0, lm.classes, joint=True))]
+    joint = [t_.get_text() for t_, _ in drawn_texts(gv.fig3(gv.explanation_from_trace(t, prep.shown, 0, classes=lm.classes, joint=True)))]
     assert not [s for s in joint if s.startswith("scale ±")]
     top = max(float((t.layers[n].alpha * t.agreement(n)[0]).abs().max()) for n in convs)
     assert f"{top:.2g}" in joint and any("one scale for all maps" in s for s in joint)
@@ -95,8 +96,7 @@ def test_each_map_prints_its_own_scale_when_scaled_per_layer(traced, tmp_path):
 ])
 def test_legend_follows_map_kind_and_sign(traced, gain, signed, words):
     lm, prep, t = traced
-    texts = [t_.get_text().replace("\n", " ") for t_, _ in drawn_texts(gv.fig3(prep.shown, t, 0, lm.classes, gain=gain,
-                                                                                signed=signed))]
+    texts = [t_.get_text().replace("\n", " ") for t_, _ in drawn_texts(gv.fig3(gv.explanation_from_trace(t, prep.shown, 0, classes=lm.classes, gain=gain, signed=signed)))]
     assert any(s.startswith(words) for s in texts), texts
     dense_label = "gain 1 + α × agreement" if gain else "raw agreement (sign set by training)"
     assert sum(dense_label in s for s in texts) >= len([lt for lt in t.layers.values() if lt.kind == "dense"])
@@ -106,7 +106,7 @@ def test_rectified_maps_use_the_upper_half_of_the_diverging_map(traced):
     from matplotlib import colormaps
 
     lm, prep, t = traced
-    fig = gv.fig3(prep.shown, t, 0, lm.classes, signed=False)
+    fig = gv.fig3(gv.explanation_from_trace(t, prep.shown, 0, classes=lm.classes, signed=False))
     cmap = fig.axes[1].images[0].get_cmap()
     assert cmap(0.0)[:3] == pytest.approx(colormaps["RdBu_r"](0.5)[:3], abs=0.01)  # 0 is the neutral centre
     assert cmap(1.0)[:3] == pytest.approx(colormaps["RdBu_r"](1.0)[:3], abs=0.01)
@@ -120,18 +120,22 @@ def test_fast_png_is_the_full_savefig_and_a_reused_renderer_forgets_the_last_ima
                    for f in ("bag_test00018.png", "trouser_test00002.png")])
     with torch.no_grad():
         t2 = lm.model.trace(x)
-    r = Fig3Renderer(t2, lm.classes, layout="single", image_shape=(28, 28))
     pred = [int(v) for v in t2.logits_pass2.argmax(1)]
     wrong = [(p + 1) % 10 for p in pred]  # a true class that differs: a dashed outline appears
-    r.update(gv.image_for_display(x[0]), t2, 0, wrong[0])
+    rec0 = gv.explanation_from_trace(t2, x[0], 0, classes=lm.classes, true_label=wrong[0])
+    rec1 = gv.explanation_from_trace(t2, x[1], 1, classes=lm.classes)
+    single = gv.FigureOptions(layout="single")
+    r = Fig3Renderer(rec0, single)
+    assert r.matches(rec1, single) and not r.matches(rec1, gv.FigureOptions(layout="double"))
+    r.update(rec0)
     first = r.to_png(dpi=120)
-    r.update(gv.image_for_display(x[1]), t2, 1, None)
+    r.update(rec1)
     r.to_png(dpi=120)
-    r.update(gv.image_for_display(x[0]), t2, 0, wrong[0])
+    r.update(rec0)
     again = r.to_png(dpi=120)
     assert first == again  # nothing of image 1 (maps, bars, outlines, header, ticks) is left over
-    fresh = Fig3Renderer(t2, lm.classes, layout="single", image_shape=(28, 28))
-    fresh.update(gv.image_for_display(x[0]), t2, 0, wrong[0])
+    fresh = Fig3Renderer(rec0, single)
+    fresh.update(rec0)
     assert fresh.to_png(dpi=120) == first
     full = io.BytesIO()
     r.fig.savefig(full, format="png", dpi=120)
@@ -141,14 +145,18 @@ def test_fast_png_is_the_full_savefig_and_a_reused_renderer_forgets_the_last_ima
     diff = np.abs(a - b).max(2)
     assert diff.max() <= 2 and (diff > 0).mean() < 1e-3  # the same picture, up to antialiasing rounding
     # image 1's header is not image 0's
-    r.update(gv.image_for_display(x[1]), t2, 1, None)
+    r.update(rec1)
     assert r.to_png(dpi=120) != first
+    # a record of another kind (raw agreement) does not fit this renderer: it says so instead of drawing wrong labels
+    with pytest.raises(ValueError, match="another kind of explanation"):
+        r.update(gv.explanation_from_trace(t2, x[1], 1, classes=lm.classes, gain=False))
 
 
 def test_pdf_and_svg_keep_the_size_in_inches(traced, tmp_path):
     lm, prep, t = traced
-    r = Fig3Renderer(t, lm.classes, layout="single", image_shape=(28, 28))
-    r.update(prep.shown, t, 0)
+    rec = gv.explanation_from_trace(t, prep.shown, 0, classes=lm.classes)
+    r = Fig3Renderer(rec, gv.FigureOptions(layout="single"))
+    r.update(rec)
     with open(r.save(str(tmp_path / "f.pdf")), "rb") as f:
         pdf = f.read()
     box = [float(v) for v in re.search(rb"/MediaBox \[\s*([\d.\s]+)\]", pdf).group(1).split()]
@@ -169,9 +177,9 @@ def test_bad_layout_and_colormap_are_named():
     with torch.no_grad():
         t = toy.trace(torch.randn(1, 1, 28, 28))
     with pytest.raises(ValueError, match="layout must be one of"):
-        gv.fig3(torch.zeros(1, 28, 28), t, layout="a4")
+        gv.fig3(gv.explanation_from_trace(t, torch.zeros(1, 28, 28), 0), layout="a4")
     with pytest.raises(ValueError, match=r"unknown colormap 'viridus'; did you mean \['viridis'"):
-        gv.fig3(torch.zeros(1, 28, 28), t, cmap="viridus")
+        gv.fig3(gv.explanation_from_trace(t, torch.zeros(1, 28, 28), 0), cmap="viridus")
 
 
 def _six_conv_net():
@@ -190,7 +198,7 @@ def test_other_layer_structures_fit_too(layers, classes, layout):
     model = gv.GAttANet(_six_conv_net(), layers, input_shape=(1, 16, 16), d=4, alpha_init=0.1).eval()
     with torch.no_grad():
         t = model.trace(torch.randn(1, 1, 16, 16))
-    fig = gv.fig3(torch.randn(1, 16, 16), t, 0, classes=classes, layout=layout)
+    fig = gv.fig3(gv.explanation_from_trace(t, torch.randn(1, 16, 16), 0, classes=classes), layout=layout)
     assert fig.get_size_inches()[0] == pytest.approx(LAYOUTS[layout])
     texts = drawn_texts(fig)
     box = fig.bbox
@@ -222,7 +230,7 @@ def test_dense_axis_ticks_are_the_baseline_and_print_their_values(span):
         t = model.trace(torch.randn(1, 1, 8, 8))
     v = torch.tensor([[span, -0.3 * span, 0.0, -span / 7]])
     t.layers["2"].agreement = v  # alpha 1: the gains are 1 + v
-    fig = gv.fig3(torch.zeros(1, 8, 8), t, 0, classes=list("abcd"))
+    fig = gv.fig3(gv.explanation_from_trace(t, torch.zeros(1, 8, 8), 0, classes=list("abcd")))
     FigureCanvasAgg(fig).draw()
     ax = fig.axes[-1]
     ticks = ax.get_yticks()

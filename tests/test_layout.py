@@ -1,6 +1,10 @@
 """The package layout: dependencies point one way, heavy libraries stay where they belong, the public API
-keeps its names, `import gatta_viz` loads nothing heavy. Imports are read from the source (every
-module, top-level and inside functions), not checked by eye."""
+keeps its names, `import gatta_viz` loads nothing heavy, computing an explanation loads no plotting library.
+Imports are read from the source (every module, top-level and inside functions), not checked by eye.
+
+Layers: core < models < data < compute (explanations as numbers) < render (pictures and files from explanation
+records) < analysis, metrics < cli, app (the Streamlit page). The repository's top-level app/ folder (the page a
+clone runs) may use only the public API (`import gatta_viz`) and gatta_viz.app."""
 import ast
 import os
 import subprocess
@@ -11,7 +15,9 @@ import pytest
 
 import gatta_viz as gv
 
-ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gatta_viz")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.join(REPO, "gatta_viz")
+TOP_APP = os.path.join(REPO, "app")
 
 # folder -> the folders of gatta_viz it may import (itself included)
 ALLOWED = {
@@ -19,17 +25,21 @@ ALLOWED = {
     "models": {"core", "models"},
     "data": {"data"},
     "training": {"core", "models", "data", "training"},
-    "analysis": {"core", "models", "data", "analysis"},
-    "metrics": {"core", "models", "data", "analysis", "metrics"},
-    "cli": {"core", "models", "data", "training", "analysis", "metrics", "cli"},
+    "compute": {"core", "models", "data", "compute"},
+    "render": {"core", "models", "data", "compute", "render"},
+    "analysis": {"core", "models", "data", "compute", "render", "analysis"},
+    "metrics": {"core", "models", "data", "compute", "render", "analysis", "metrics"},
+    "cli": {"core", "models", "data", "training", "compute", "render", "analysis", "metrics", "cli", "app"},
+    "app": {"core", "models", "data", "training", "compute", "render", "analysis", "metrics", "app"},
 }
-# third-party library -> the modules allowed to import it (folder or folder/module)
+# third-party library -> the modules allowed to import it (folder or folder/module); the compute layer (compute/)
+# imports none of matplotlib, plotly, PIL (drawing or otherwise) or streamlit, and captum only in its attributions
 RESTRICTED = {
-    "streamlit": set(),
-    "matplotlib": {"analysis"},
-    "captum": {"analysis/attributions"},
-    "plotly": {"analysis/interactive"},
-    "PIL": {"data", "analysis", "cli"},
+    "streamlit": {"app"},
+    "matplotlib": {"analysis", "render"},
+    "captum": {"compute/attributions"},
+    "plotly": {"analysis/interactive", "render/plotly_bars"},
+    "PIL": {"data", "render", "analysis", "cli", "app"},
 }
 # what core may import at all
 CORE_OK = {"torch", "__future__", "contextlib", "dataclasses", "typing", "difflib"}
@@ -81,14 +91,25 @@ def violations(sources: Dict[str, str]) -> List[str]:
     return bad
 
 
-def package_sources() -> Dict[str, str]:
+def package_sources(root: str = ROOT) -> Dict[str, str]:
     out = {}
-    for dirpath, _, files in os.walk(ROOT):
+    for dirpath, _, files in os.walk(root):
         for f in files:
             if f.endswith(".py"):
                 path = os.path.join(dirpath, f)
-                out[os.path.relpath(path, ROOT)[:-3].replace(os.sep, "/")] = open(path).read()
+                out[os.path.relpath(path, root)[:-3].replace(os.sep, "/")] = open(path).read()
     return out
+
+
+def top_app_violations(sources: Dict[str, str]) -> List[str]:
+    """Imports of the top-level app/ folder that reach into gatta_viz other than its public API or gatta_viz.app."""
+    bad = []
+    for module, src in sources.items():
+        for name, line in imports_of(src, "app/" + module):
+            parts = name.split(".")
+            if parts[0] == "gatta_viz" and len(parts) > 1 and parts[1] != "app":
+                bad.append(f"app/{module}.py:{line} imports {name}: app/ may use only `import gatta_viz` and gatta_viz.app")
+    return bad
 
 
 def test_every_folder_exists_and_the_package_keeps_the_layout_rules():
@@ -97,15 +118,28 @@ def test_every_folder_exists_and_the_package_keeps_the_layout_rules():
     assert violations(sources) == []
 
 
+def test_the_top_level_app_folder_uses_only_the_public_api_and_the_app_package():
+    sources = package_sources(TOP_APP)
+    assert "streamlit_app" in sources
+    assert top_app_violations(sources) == []
+    found = top_app_violations({"streamlit_app": "from gatta_viz.render.fig3 import fig3\nimport gatta_viz.app\n"})
+    assert len(found) == 1 and "gatta_viz.render.fig3" in found[0]
+
+
 @pytest.mark.parametrize("module, line, rule", [
     ("core/network", "import matplotlib.pyplot as plt", "matplotlib is allowed only in"),
     ("core/trace", "from PIL import Image", "PIL is allowed only in"),
     ("core/mechanism", "import numpy as np", "core/ imports torch and the standard library only"),
     ("core/network", "from ..models.builders import BUILDERS", "core/ may import only ['core']"),
     ("models/checkpoint", "from ..analysis.figures import fig3", "models/ may import only"),
-    ("analysis/figures", "from ..metrics.faithfulness import auc", "analysis/ may import only"),
-    ("analysis/heatmaps", "from captum.attr import Saliency", "captum is allowed only in ['analysis/attributions']"),
-    ("data/preprocess", "    import streamlit as st", "streamlit is allowed only in no module"),
+    ("analysis/interactive", "from ..metrics.faithfulness import auc", "analysis/ may import only"),
+    ("compute/maps", "from captum.attr import Saliency", "captum is allowed only in ['compute/attributions']"),
+    ("compute/explain", "    import matplotlib.pyplot as plt", "matplotlib is allowed only in"),
+    ("compute/record", "from PIL import ImageDraw", "PIL is allowed only in"),
+    ("compute/maps", "import plotly.graph_objects as go", "plotly is allowed only in"),
+    ("compute/explain", "from ..render.fig3 import fig3", "compute/ may import only"),
+    ("render/fig3", "from ..analysis.interactive import class_bars", "render/ may import only"),
+    ("data/preprocess", "    import streamlit as st", "streamlit is allowed only in ['app']"),
 ])
 def test_the_checker_catches_a_forbidden_import(module, line, rule):
     sources = package_sources()
@@ -129,15 +163,30 @@ PUBLIC_NAMES = [
     'q_avg_embedding', 'rank_correlation', 'read_checkpoint', 'resnet', 'saliency', 'save_checkpoint', 'save_figure',
     'temporarily_eval', 'to_model_input', 'to_rgb_array', 'topk', 'toy_cnn', 'upsample',
 ]
+# names added with the compute/render split
+NEW_NAMES = ['FigureOptions', 'MapOptions', 'MapResult', 'is_gatta', 'steering_queries', 'explanation_files',
+             'write_explanation', 'explanation_overlays', 'normalize_shared', 'dense_bars', 'colorbar_strip',
+             'gradcam_layers']
 
 
 def test_every_public_name_is_still_there_and_resolves():
-    missing = [n for n in PUBLIC_NAMES if n not in gv.__all__]
+    missing = [n for n in PUBLIC_NAMES + NEW_NAMES if n not in gv.__all__]
     assert missing == []
     for n in gv.__all__:
         assert getattr(gv, n) is not None, n
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         gv.nope  # noqa: B018
+
+
+def test_explaining_without_gradcam_imports_neither_matplotlib_nor_captum():
+    code = ("import sys, torch, gatta_viz as gv\n"
+            "lm = gv.load_model('fmnist-gatta-toy')\n"
+            "ex = gv.explain(lm, torch.zeros(1, 28, 28), gradcam=False)\n"
+            "assert ex.heatmaps and ex.summary()['maps'] == 'alpha x agreement'\n"
+            "print([m for m in ('matplotlib', 'captum', 'plotly', 'streamlit') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_import_gatta_viz_and_the_cli_help_load_no_heavy_library():

@@ -64,7 +64,7 @@ def q_avg_embedding(model, data: ImageData, n: Optional[int] = 2000, batch_size:
 
 def embedding_figure(emb: QEmbedding, classes: Sequence[str]):
     """Scatter plot of the embedding coloured by class (matplotlib Figure)."""
-    from .figures import plt
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 5))
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")

@@ -1,6 +1,6 @@
 """Interactive plotly figures: a layer slider over overlays, and class bars (gains by default).
 
-Same colour language as the matplotlib figures (:mod:`gatta_viz.analysis.style`): a diverging map for boosted (> 0)
+Same colour language as the matplotlib figures (:mod:`gatta_viz.render.style`): a diverging map for boosted (> 0)
 vs suppressed (< 0), the predicted class marked by an outline and its label, never by a fill colour.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .checks import untrained_message, warn_if_untrained
-from .overlays import check_cmap, overlay
-from .style import DEFAULT_CMAP, NEUTRAL, dense_axis_label, map_legend, map_name
+from ..compute.checks import untrained_message, warn_if_untrained
+from ..render.images import check_cmap, overlay
+from ..render.style import DEFAULT_CMAP, NEUTRAL, dense_axis_label, map_legend, map_name
 from ..core.trace import GAttATrace
 
 __all__ = ["layer_slider", "class_bars"]

@@ -6,7 +6,9 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .figures import plt, save_figure
+import matplotlib.pyplot as plt
+
+from ..render.save import save_figure
 
 __all__ = ["plot_noise", "plot_curves", "plot_image_grid"]
 

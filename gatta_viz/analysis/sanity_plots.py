@@ -6,8 +6,10 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .figures import plt, save_figure
-from .style import DEFAULT_CMAP
+import matplotlib.pyplot as plt
+
+from ..render.save import save_figure
+from ..render.style import DEFAULT_CMAP
 
 __all__ = ["step_label", "plot_randomization_maps", "plot_randomization_curves"]
 

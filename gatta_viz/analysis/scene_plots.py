@@ -6,8 +6,8 @@ from typing import Any, Dict, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .figures import save_figure
-from .overlays import OUTLINE_COLOURS
+from ..render.outlines import OUTLINE_COLOURS
+from ..render.save import save_figure
 
 __all__ = ["plot_cue_success", "plot_cue_examples", "contour_items"]
 

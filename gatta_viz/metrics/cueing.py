@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..analysis.attributions import gradcam
-from ..analysis.heatmaps import upsample
+from ..compute.attributions import gradcam
+from ..compute.maps import upsample
 from ..core.hooks import temporarily_eval
 from .faithfulness import layer_saliencies, trace_saliency
 from .localization import energy_in_mask, pointing_hit

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..analysis.attributions import gradcam, integrated_gradients, saliency
-from ..analysis.checks import check_model_input
-from ..analysis.heatmaps import normalize, upsample
+from ..compute.attributions import gradcam, integrated_gradients, saliency
+from ..compute.checks import check_model_input
+from ..compute.maps import normalize, upsample
 from .imputation import noisy_linear_impute
 from ..core.hooks import temporarily_eval
 

@@ -53,7 +53,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .stats import mean_se
-from ..analysis.attributions import rank_correlation
+from ..compute.attributions import rank_correlation
 from ..core.hooks import temporarily_eval
 from ..core.mechanism import DenseKeyQuery
 from .faithfulness import explain_func, parse_method

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..core.trace import GAttATrace
+from ..models.kinds import is_gatta
 
 __all__ = ["layer_statistics", "ablation_scores", "contribution_table"]
 
@@ -62,7 +63,7 @@ def ablation_scores(model, x: torch.Tensor, target, layers: Optional[Sequence[st
     Returns:
         layer name -> (B,) float64 array.
     """
-    if not hasattr(model, "trace"):
+    if not is_gatta(model):
         raise ValueError("ablation_scores needs a GAttA model (one with .trace)")
     t = torch.as_tensor(target, dtype=torch.long, device=x.device).reshape(-1)
     t = t.expand(x.shape[0]) if t.numel() == 1 else t

@@ -11,11 +11,11 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients, LayerGradCam, Saliency
 from torch import nn
 
 from .checks import check_model_input, unknown_name_message
-from .heatmaps import upsample
+from ..models.kinds import is_gatta
+from .maps import upsample
 
 __all__ = ["backbone_layer", "gradcam", "integrated_gradients", "saliency", "rank_correlation", "compare_with_captum"]
 
@@ -52,6 +52,8 @@ def gradcam(model: nn.Module, x: torch.Tensor, layer: str, target: Target, relu:
     Returns:
         (B, h, w) maps at the layer's resolution.
     """
+    from captum.attr import LayerGradCam  # captum imports matplotlib: loaded only when an attribution is asked for
+
     x = check_model_input(x, "gradcam input")
     cam = LayerGradCam(model, backbone_layer(model, layer)).attribute(x, target=_target(target, x.shape[0]), relu_attributions=relu)
     return cam.detach().sum(1).cpu().numpy()
@@ -64,6 +66,8 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target, n_st
     Returns:
         (B, H, W) attributions.
     """
+    from captum.attr import IntegratedGradients
+
     x = check_model_input(x, "integrated_gradients input")
     ig = IntegratedGradients(model)
     attr = ig.attribute(x, baselines=baseline if baseline is not None else torch.zeros_like(x),
@@ -73,6 +77,8 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target, n_st
 
 def saliency(model: nn.Module, x: torch.Tensor, target: Target) -> np.ndarray:
     """captum ``Saliency``: |d logit / d pixel|, max over channels. Returns (B, H, W)."""
+    from captum.attr import Saliency
+
     x = check_model_input(x, "saliency input")
     attr = Saliency(model).attribute(x.clone().requires_grad_(True), target=_target(target, x.shape[0]), abs=True)
     return attr.detach().amax(1).cpu().numpy()
@@ -128,7 +134,7 @@ def compare_with_captum(model: nn.Module, x: torch.Tensor, target: Target, layer
         One row per (image, layer): ``image, layer, map`` ("gain" or "agreement"), ``gradcam``,
         ``integrated_gradients``, ``saliency``.
     """
-    if not hasattr(model, "trace"):
+    if not is_gatta(model):
         raise ValueError("compare_with_captum needs a GAttA model (one with .trace)")
     x = check_model_input(x, "compare_with_captum input")
     with torch.no_grad():

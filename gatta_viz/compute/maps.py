@@ -1,6 +1,7 @@
 """Maps as heatmaps: upsampling to the input size and signed/rectified, per-layer/joint normalisation.
 
-The default map is the gain map alpha x agreement (see :mod:`gatta_viz.analysis.style`)."""
+The default map is the gain map alpha x agreement (> 0 boosted by pass 2, < 0 suppressed); raw agreement, whose
+sign is a convention of training, with ``gain=False``. Numbers only: no plotting library is imported here."""
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from ..core.trace import GAttATrace
 
-__all__ = ["upsample", "normalize", "normalize_with_scales", "conv_layer_names", "conv_heatmaps"]
+__all__ = ["upsample", "normalize", "normalize_with_scales", "normalize_shared", "conv_layer_names", "conv_heatmaps"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -83,6 +84,41 @@ def normalize(maps: Dict[str, np.ndarray], signed: bool = True, joint: bool = Fa
         name -> float32 array of the same shape.
     """
     return normalize_with_scales(maps, signed, joint)[0]
+
+
+def normalize_shared(rows: Sequence[Dict[str, np.ndarray]], signed: bool = True, joint: bool = False
+                     ) -> Tuple[List[Dict[str, np.ndarray]], Dict[str, float]]:
+    """Normalise several sets of maps of the same layers (e.g. one image without and with a top-down cue) so that
+    they can be compared: one scale per layer shared by every set (the largest max |value| of that layer among
+    them), or with ``joint`` one scale for every map of every set.
+
+    Args:
+        rows: sets of maps, name -> array; every set has the same names.
+        signed, joint: as :func:`normalize`.
+    Returns:
+        (one dict of scaled float32 maps per set, name -> the shared scale, i.e. what +1 stands for); a scale of
+        0 (all maps zero) gives zeros.
+    """
+    rows = list(rows)
+    if not rows:
+        return [], {}
+    names = list(rows[0])
+    if any(list(r) != names for r in rows[1:]):
+        raise ValueError(f"every set of maps must hold the same layers, got {[list(r) for r in rows]}")
+    own = [normalize_with_scales(r, signed, False)[1] for r in rows]  # also checks for NaN / inf
+    scales = {n: max(s[n] for s in own) for n in names}
+    if joint:
+        top = max(scales.values(), default=0.0)
+        scales = {n: top for n in names}
+    out = []
+    for r in rows:
+        d = {}
+        for n, v in r.items():
+            v = np.asarray(v, dtype=np.float32)
+            v = v if signed else np.maximum(v, 0)
+            d[n] = (v / scales[n]).astype(np.float32) if scales[n] > 0 else np.zeros_like(v, dtype=np.float32)
+        out.append(d)
+    return out, scales
 
 
 def conv_layer_names(trace: GAttATrace, layers: Optional[Sequence[str]] = None) -> List[str]:
