@@ -185,12 +185,16 @@ def test_bad_files_are_named_and_good_file_still_renders(samples, tmp_path, monk
     assert any(m.value.startswith(f"**Pass 2 (model output)**\n1. {top2['label']}") for m in at.markdown)
 
 
-def test_a_misconfigured_limit_is_named_on_the_page_not_a_traceback(samples, monkeypatch):
-    monkeypatch.setenv("GATTA_VIZ_MAX_UPLOAD_MB", "ten")
+@pytest.mark.parametrize("var, value, problem", [
+    ("GATTA_VIZ_MAX_UPLOAD_MB", "ten", "must be a positive number, got 'ten'"),
+    ("GATTA_VIZ_MAX_CHECKPOINT_MB", "-5", "must be a positive number, got '-5'"),
+    ("GATTA_VIZ_RENDER_WORKERS", "0", "must be at least 1, got '0'"),
+])
+def test_a_misconfigured_setting_is_named_on_the_page_not_a_traceback(samples, monkeypatch, var, value, problem):
+    monkeypatch.setenv(var, value)
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception
-    assert [e.value for e in at.error] == ["The app is misconfigured: environment variable GATTA_VIZ_MAX_UPLOAD_MB must "
-                                           "be a positive number, got 'ten'"]
+    assert [e.value for e in at.error] == [f"The app is misconfigured: environment variable {var} {problem}"]
 
 
 def test_plain_model_shows_gradcam_and_says_no_agreement(samples):

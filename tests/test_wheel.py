@@ -8,6 +8,7 @@ Checked: ``gatta-viz explain`` (its files, and maps equal to the library's in th
 shipped in the package: health "ok", the page's HTML, and the page script itself runs without an exception)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -43,7 +44,9 @@ def installed(tmp_path_factory):
         shutil.copy(os.path.join(REPO, f), src / f)
     shutil.copytree(os.path.join(REPO, "gatta_viz"), src / "gatta_viz", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     wheels = root / "wheels"
-    run([sys.executable, "-m", "pip", "wheel", str(src), "-w", str(wheels), "--no-deps", "--no-build-isolation", "-q"],
+    # the build backend of this environment when it has one (fast, offline); else pip fetches it (build isolation)
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    run([sys.executable, "-m", "pip", "wheel", str(src), "-w", str(wheels), "--no-deps", "-q", *isolation],
         cwd=str(root))
     (wheel,) = list(wheels.glob("gatta_viz-*.whl"))
     venv = root / "venv"
