@@ -1,4 +1,5 @@
-"""Garments in clutter: deterministic, disjoint photos, the garment drawn whole on top, masks and boxes by hand."""
+"""Garments in clutter: deterministic, disjoint photos, the garment drawn whole on top, masks and boxes by hand,
+clean distractors (no fragment from the label's class) with their classes and boxes recorded."""
 import json
 import os
 
@@ -95,3 +96,54 @@ def test_named_set_uses_test_photos_for_test_and_one_normalisation(tmp_path):
     mask = np.asarray(Image.open(tmp_path / index["images"][1]["mask"])) > 0
     assert np.array_equal(mask, test.masks[1].numpy())
     assert index["images"][1]["background"] in TEST_BACKGROUNDS and "LICENSES.md" in index["licences"]
+    frags = index["images"][2]["fragments"]
+    assert [f["label"] for f in frags] == test.fragment_labels[2].tolist()
+    assert [f["box_xyxy"] for f in frags] == test.fragment_boxes[2].tolist()
+    assert [f["source_index"] for f in frags] == test.fragment_sources[2].tolist()
+    assert torch.equal(sub.fragment_labels, test.fragment_labels[:3]) and torch.equal(sub.fragment_boxes, test.fragment_boxes[:3])
+    # clean distractors over the whole fixed test set: no fragment is cut from a garment of the label's class
+    assert test.fragment_labels.shape == (10_000, 4) and test.fragment_boxes.shape == (10_000, 4, 4)
+    assert not (test.fragment_labels == test.labels[:, None]).any()
+    source = gv.load_fashion_mnist("test")
+    assert torch.equal(test.fragment_labels, source.labels[test.fragment_sources])
+
+
+def test_fragments_are_drawn_in_their_recorded_boxes_from_the_other_class():
+    # block garments: class 0 is 200, class 1 is 120; fragments are full 10x10 squares of the other block
+    s = make_clutter(block_source(), 20, TRAIN_BACKGROUNDS, seed=2, fragments=3, fragment_size=10)
+    assert s.fragment_labels.shape == (20, 3) and s.fragment_boxes.shape == (20, 3, 4)
+    assert (s.fragment_labels == 1 - s.labels[:, None]).all()
+    # the garment, drawn last, may cover part of a fragment, and its blended edge reaches a pixel past the mask
+    near = torch.nn.functional.max_pool2d(s.masks[:, None].float(), 5, stride=1, padding=2)[:, 0] > 0
+    for x0, y0, x1, y1 in s.fragment_boxes.reshape(-1, 4).tolist():
+        assert x1 - x0 == 10 and y1 - y0 == 10 and 0 <= x0 and x1 <= 48 and 0 <= y0 and y1 <= 48
+    # the last fragment drawn lies on top of everything but the garment: its box holds the other block's value
+    checked = 0
+    for i in range(20):
+        x0, y0, x1, y1 = s.fragment_boxes[i, -1].tolist()
+        clear = ~near[i, y0:y1, x0:x1]
+        checked += int(clear.sum())
+        assert (s.images[i, 0, y0:y1, x0:x1][clear] == (120 if s.labels[i] == 0 else 200)).all()
+    assert checked > 500
+
+
+def test_clean_distractors_change_only_images_with_a_fragment_of_the_labels_class():
+    src = gv.load_fashion_mnist("test").subset(2000)
+    old = make_clutter(src, 300, TEST_BACKGROUNDS, seed=1, clean_distractors=False)
+    new = make_clutter(src, 300, TEST_BACKGROUNDS, seed=1)
+    had = (old.fragment_labels == old.labels[:, None]).any(1)
+    assert 0.1 < had.float().mean() < 0.6  # the first generator drew fragments of the label's class
+    assert not (new.fragment_labels == new.labels[:, None]).any()
+    same = (old.images == new.images).flatten(1).all(1)
+    assert same[~had].all()  # every image without such a fragment, and every other random choice, is unchanged
+    assert (~same[had]).float().mean() > 0.9  # the others change (unless the garment hides the fragment)
+    assert torch.equal(old.masks, new.masks) and torch.equal(old.fragment_boxes, new.fragment_boxes)
+    keep = ~(old.fragment_labels == old.labels[:, None])
+    assert torch.equal(old.fragment_sources[keep], new.fragment_sources[keep])
+
+
+def test_clean_distractors_need_a_second_class():
+    one = gv.ImageData(torch.full((3, 1, 28, 28), 200, dtype=torch.uint8), torch.tensor([0, 0, 0]), ["a"], (0.5,), (0.5,))
+    with pytest.raises(ValueError, match="another class"):
+        make_clutter(one, 4, TRAIN_BACKGROUNDS, fragments=2)
+    assert make_clutter(one, 4, TRAIN_BACKGROUNDS, fragments=0).fragment_labels.shape == (4, 0)

@@ -1,13 +1,14 @@
 """Localization examples: images with their object's outline beside maps drawn with the same outline, the
-map's maximum (the pointing game's point) and its energy-in-mask score."""
+map's maximum (the pointing game's point) and a per-image score (pixel ROC-AUC by default)."""
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from .figures import plt
-from .style import DEFAULT_CMAP
+import matplotlib.pyplot as plt
+
+from ..render.style import DEFAULT_CMAP
 
 __all__ = ["localization_examples"]
 
@@ -31,16 +32,18 @@ def _draw_map(ax, sal: np.ndarray, mask: np.ndarray, title: str) -> None:
 
 
 def localization_examples(images: np.ndarray, masks: np.ndarray, maps: Dict[str, np.ndarray],
-                          energies: Optional[Dict[str, Sequence[float]]] = None,
-                          row_labels: Optional[Sequence[str]] = None):
+                          scores: Optional[Dict[str, Sequence[float]]] = None,
+                          row_labels: Optional[Sequence[str]] = None, score_label: str = "AUC"):
     """One row per image: the image with its mask outline, then each map with the outline and its maximum (+).
 
     Args:
         images: (K, H, W) greyscale images in [0, 1].
         masks: (K, H, W) bool object masks.
         maps: column name -> (K, H, W) maps (signed; shown on a diverging scale, each panel its own max |value|).
-        energies: column name -> (K,) energy-in-mask scores, shown in the panel titles (None/NaN: "no +").
+        scores: column name -> (K,) per-image scores shown in the panel titles as ``score_label=value``
+            (None/NaN: "-"), e.g. the pixel ROC-AUC of the map, mask against background.
         row_labels: text under each row's image (e.g. true and predicted class).
+        score_label: the score's short name in the titles; ``"AUC"`` (default) also sets the figure's legend.
     Returns:
         A matplotlib Figure (save with :func:`gatta_viz.analysis.figures.save_figure`).
     """
@@ -55,11 +58,13 @@ def localization_examples(images: np.ndarray, masks: np.ndarray, maps: Dict[str,
         if row_labels is not None:
             ax.set_xlabel(row_labels[i], fontsize=6)
         for j, (name, m) in enumerate(maps.items(), start=1):
-            e = None if energies is None else energies[name][i]
-            score = "no +" if e is None or not np.isfinite(e) else f"E={e:.2f}"
+            v = None if scores is None else scores[name][i]
+            score = "-" if v is None or not np.isfinite(v) else f"{score_label}={v:.2f}"
             _draw_map(axes[i, j], np.asarray(m[i], dtype=np.float64), masks[i], f"{name}\n{score}")
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle("green: object mask; +: map maximum; E: share of positive energy in the mask", fontsize=7)
+    what = ("AUC: pixel ROC-AUC of the map, garment vs background (0.5 = chance; ranks only)" if score_label == "AUC"
+            else score_label)
+    fig.suptitle(f"green: garment mask; +: map maximum; {what}", fontsize=7)
     fig.tight_layout()
     return fig

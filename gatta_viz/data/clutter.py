@@ -2,8 +2,10 @@
 
 Each image is one Fashion-MNIST garment (the label) at a random position and scale on a greyscale canvas,
 over a random crop of a natural photograph or texture with randomised zoom, contrast and brightness, plus a
-few distractor fragments cut from other garments (the cluttered-MNIST protocol of Mnih et al. 2014 and
-Jaderberg et al. 2015). The garment is drawn last, opaque where it has ink (alpha = intensity / 64, clipped
+few distractor fragments (the cluttered-MNIST protocol of Mnih et al. 2014 and Jaderberg et al. 2015), cut
+from garments of other classes only (clean distractors: a map pointing at a fragment points at no evidence
+for the label; ``ClutterData.fragment_labels`` / ``fragment_boxes`` say where they are and what they were
+cut from). The garment is drawn last, opaque where it has ink (alpha = intensity / 64, clipped
 to 1), so it is whole and the mask says exactly where it is.
 
 Backgrounds come from photographs and textures of the scikit-image 0.26.0 wheel (CC0 or public domain; see
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .datasets import ImageData
+from .in_memory import ImageData, load_fashion_mnist
 
 __all__ = ["CLUTTER_DATASETS", "TRAIN_BACKGROUNDS", "TEST_BACKGROUNDS", "ClutterData", "load_backgrounds",
            "make_clutter", "load_clutter", "export_clutter"]
@@ -47,6 +49,11 @@ class ClutterData(ImageData):
         backgrounds: names of the photos, index = ``background`` entry.
         background: int64 (N,), which photo each image's background was cut from.
         sources: int64 (N,), index of the garment in the source data.
+        fragment_labels: int64 (N, F), the class of the garment each distractor fragment was cut from (never
+            the image's label: fragments are clean distractors).
+        fragment_boxes: int64 (N, F, 4), each fragment's square on the canvas (x0, y0, x1, y1), x1/y1 exclusive
+            (the whole cut square, drawn before the garment, which may cover part of it).
+        fragment_sources: int64 (N, F), index in the source data of the garment each fragment was cut from.
     """
 
     boxes: Optional[torch.Tensor] = None
@@ -54,13 +61,18 @@ class ClutterData(ImageData):
     backgrounds: Tuple[str, ...] = ()
     background: Optional[torch.Tensor] = None
     sources: Optional[torch.Tensor] = None
+    fragment_labels: Optional[torch.Tensor] = None
+    fragment_boxes: Optional[torch.Tensor] = None
+    fragment_sources: Optional[torch.Tensor] = None
 
     def subset(self, n: Optional[int] = None, indices: Optional[Sequence[int]] = None) -> "ClutterData":
         """The first ``n`` images, or those at ``indices``."""
         idx = torch.as_tensor(list(indices)) if indices is not None else torch.arange(min(n, len(self)))
+        pick = lambda t: None if t is None else t[idx]  # noqa: E731
         return ClutterData(self.images[idx], self.labels[idx], self.classes, self.mean, self.std, self.name,
                            self.boxes[idx], self.masks[idx], self.backgrounds, self.background[idx],
-                           self.sources[idx])
+                           self.sources[idx], pick(self.fragment_labels), pick(self.fragment_boxes),
+                           pick(self.fragment_sources))
 
 
 def load_backgrounds(names: Sequence[str]) -> List[torch.Tensor]:
@@ -102,10 +114,46 @@ def _place(tiles: torch.Tensor, size: torch.Tensor, y0: torch.Tensor, x0: torch.
     return F.grid_sample(tiles, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def _other_class_sources(labels: torch.Tensor, item: torch.Tensor, frag_src: torch.Tensor, seed: int) -> torch.Tensor:
+    """Fragment sources with every fragment of the item's own class re-drawn among the other classes' garments.
+
+    A fragment cut from a garment of the label's class would be evidence a map may rightly point at, so the
+    distractors are clean: each fragment whose source shares the item's class is replaced by a garment drawn
+    uniformly from the other classes. The re-draws use their own generator (seeded by ``seed``), so every other
+    random choice, and every image without such a fragment, is what the generator made before.
+
+    Args:
+        labels: (S,) class of every source garment.
+        item: (n,) source index of each image's garment.
+        frag_src: (n, F) source index of each fragment.
+        seed: the data set's seed.
+    Returns:
+        (n, F) int64 source indices, none of the item's class.
+    Raises:
+        ValueError: fragments are wanted but every source garment has the same class.
+    """
+    if frag_src.numel() == 0:
+        return frag_src
+    own = labels[item][:, None]  # (n, 1)
+    same = labels[frag_src] == own
+    if not same.any():
+        return frag_src
+    u = torch.rand(frag_src.shape, generator=torch.Generator().manual_seed(10_007 + seed))
+    out = frag_src.clone()
+    for c in own[same.any(1)].unique().tolist():
+        others = (labels != c).nonzero().flatten()
+        if len(others) == 0:
+            raise ValueError("distractor fragments need garments of another class than the item's; the source "
+                             f"has only class {c}")
+        sel = same & (own == c)
+        out[sel] = others[(u[sel] * len(others)).long().clamp(max=len(others) - 1)]
+    return out
+
+
 def make_clutter(
     source: ImageData, n: int, backgrounds: Sequence[str], canvas: int = 48, seed: int = 0,
     scale: Tuple[int, int] = (24, 34), fragments: int = 4, fragment_size: int = 10,
-    contrast: Tuple[float, float] = (0.25, 0.9), name: str = "fmnist-clutter",
+    contrast: Tuple[float, float] = (0.25, 0.9), name: str = "fmnist-clutter", clean_distractors: bool = True,
 ) -> ClutterData:
     """Compose ``n`` cluttered images, one garment each, from ``source`` (28x28 greyscale garments).
 
@@ -117,10 +165,13 @@ def make_clutter(
         canvas: image side in pixels.
         seed: seeds every random choice.
         scale: smallest and largest garment side in pixels (a 28x28 garment tile is resized to this).
-        fragments: distractor fragments per image.
+        fragments: distractor fragments per image, each cut from a garment of another class than the item's.
         fragment_size: side of each fragment in pixels.
         contrast: range of the background's contrast factor (its pixels are scaled about their mean).
         name: dataset name for reports.
+        clean_distractors: cut fragments from garments of other classes only (default). False reproduces the
+            first generator, whose fragments could come from a garment of the label's class (for comparisons
+            with results measured on it).
     Returns:
         A :class:`ClutterData`.
     Raises:
@@ -158,6 +209,8 @@ def make_clutter(
     # fragments: source garment (never the item's), where in it, where on the canvas
     frag_src = torch.randint(0, S - 1, (n, fragments), generator=g)
     frag_src = frag_src + (frag_src >= item[:, None]).long()
+    if clean_distractors:
+        frag_src = _other_class_sources(source.labels.long(), item, frag_src, seed)
     frag_u, frag_v = rnd(n, fragments), rnd(n, fragments)
     frag_y = (rnd(n, fragments) * (canvas - fragment_size + 1)).floor().long()
     frag_x = (rnd(n, fragments) * (canvas - fragment_size + 1)).floor().long()
@@ -219,8 +272,10 @@ def make_clutter(
     values = torch.arange(256, dtype=torch.float64) / 255.0
     mean_px = float((counts * values).sum() / counts.sum())
     std_px = float(((counts * (values - mean_px) ** 2).sum() / counts.sum()).sqrt())
+    frag_boxes = torch.stack([frag_x, frag_y, frag_x + fragment_size, frag_y + fragment_size], -1)
     return ClutterData(images, source.labels[item].clone(), list(source.classes), (mean_px,), (std_px,), name,
-                       boxes, masks, tuple(backgrounds), which, item)
+                       boxes, masks, tuple(backgrounds), which, item, source.labels[frag_src].long().clone(),
+                       frag_boxes.long(), frag_src)
 
 
 def load_clutter(name: str = "fmnist-clutter", split: str = "train", root: Optional[str] = None) -> ClutterData:
@@ -234,7 +289,6 @@ def load_clutter(name: str = "fmnist-clutter", split: str = "train", root: Optio
     Returns:
         A :class:`ClutterData` normalised with the train set's mean and std (so train and test agree).
     """
-    from .datasets import load_fashion_mnist
 
     if name not in CLUTTER_DATASETS:
         raise ValueError(f"unknown clutter data set {name!r}; known: {sorted(CLUTTER_DATASETS)}")
@@ -252,7 +306,8 @@ CLUTTER_NORMALIZATION = ((0.4402,), (0.2129,))
 
 
 def export_clutter(data: ClutterData, out_dir: str, limit: Optional[int] = None) -> str:
-    """Write images as PNG files (plus each garment's mask) and one JSON index with labels, boxes, photos.
+    """Write images as PNG files (plus each garment's mask) and one JSON index with labels, boxes, photos and
+    each distractor fragment's class, box and source garment.
 
     Args:
         data: what to write.
@@ -274,6 +329,11 @@ def export_clutter(data: ClutterData, out_dir: str, limit: Optional[int] = None)
         records.append({"image": f"{stem}.png", "mask": f"{stem}_mask.png", "label": c, "class": data.classes[c],
                         "box_xyxy": [int(v) for v in data.boxes[i]], "background": data.backgrounds[int(data.background[i])],
                         "source_index": int(data.sources[i])})
+        if data.fragment_labels is not None:
+            records[-1]["fragments"] = [
+                {"label": int(fl), "class": data.classes[int(fl)], "box_xyxy": [int(v) for v in fb],
+                 "source_index": int(fs)}
+                for fl, fb, fs in zip(data.fragment_labels[i], data.fragment_boxes[i], data.fragment_sources[i])]
     path = os.path.join(out_dir, "index.json")
     with open(path, "w") as f:
         json.dump({"name": data.name, "classes": data.classes, "mean": data.mean, "std": data.std,
