@@ -85,8 +85,11 @@ def test_cues_are_stored_with_the_checkpoint_and_read_by_class_name(tmp_path, ca
     assert torch.equal(lm.cue("Trouser"), lm.class_queries[1])
     with pytest.raises(ValueError, match="unknown class 'Socks'"):
         lm.cue("Socks")
-    assert main(["cues", str(tmp_path / "nope.pt"), str(tmp_path / "x.pt")]) == 2
-    assert "not found" in capsys.readouterr().err
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # refused while parsing: the source must be an existing file
+        main(["cues", str(tmp_path / "nope.pt"), str(tmp_path / "x.pt")])
+    assert e.value.code == 2 and "no such file" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_steering_queries_by_hand_and_the_default_definition(tmp_path):

@@ -19,7 +19,7 @@ __all__ = [
     "positive_int", "nonnegative_int", "int_range", "finite_float", "positive_float", "nonnegative_float",
     "probability", "nonempty_str", "threads", "dpi", "port", "address", "device",
     "existing_file", "existing_dir", "output_dir", "output_file", "check_output_dir", "check_output_file",
-    "report_interrupt", "unique",
+    "report_interrupt", "report_error", "close_progress_bars", "unique",
 ]
 
 MAX_THREADS = (os.cpu_count() or 1) * 4
@@ -272,11 +272,31 @@ class UniqueList(argparse.Action):
         setattr(namespace, self.dest, list(values))
 
 
+def close_progress_bars() -> None:
+    """Close progress bars a failure or Ctrl-C left open, so the message that follows gets a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
+        try:
+            bar.leave = False
+            bar.close()
+        except Exception:  # noqa: BLE001 - a bar that cannot close must not hide the message
+            pass
+
+
 def report_interrupt(prog: str, exc: BaseException, stream: Any = None) -> int:
     """Print the one line for a Ctrl-C (the :class:`Interrupted` message or "interrupted"); returns 130."""
+    close_progress_bars()
     msg = str(exc).strip() if isinstance(exc, Interrupted) and str(exc).strip() else "interrupted"
     print(f"{prog}: {msg}", file=stream or sys.stderr, flush=True)
     return 130
+
+
+def report_error(prog: str, exc: BaseException, stream: Any = None) -> int:
+    """Print a user's mistake as one line ``PROG: error: MESSAGE`` (line breaks folded); returns 2."""
+    close_progress_bars()
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"{prog}: error: {msg}", file=stream or sys.stderr, flush=True)
+    return 2
 
 
 def unique(values: Sequence[Any], name: str) -> None:

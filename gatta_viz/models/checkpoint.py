@@ -5,6 +5,7 @@ Loaded with ``torch.load(weights_only=True)``: no pickled code is ever executed.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -13,6 +14,8 @@ import torch
 from torch import nn
 
 from .builders import BUILDERS, build_model
+from .cues import class_cue, cue_definition, steering_queries
+from .kinds import is_gatta
 from ..core.pass_statistics import SharedStatisticsError
 
 __all__ = [
@@ -23,6 +26,7 @@ __all__ = [
     "LoadedModel",
     "save_checkpoint",
     "read_checkpoint",
+    "validate_checkpoint",
     "load_checkpoint",
     "bundled_path",
     "load_model",
@@ -70,7 +74,8 @@ class LoadedModel:
 
     @property
     def is_gatta(self) -> bool:
-        return hasattr(self.model, "trace")
+        """Whether the model has GAttA layers (:func:`gatta_viz.models.kinds.is_gatta`)."""
+        return is_gatta(self.model)
 
     @property
     def name(self) -> str:
@@ -79,54 +84,20 @@ class LoadedModel:
     @property
     def cue_definition(self) -> str:
         """The definition :meth:`cue` uses by default: ``"steering"`` when the checkpoint stores a calibrated
-        sign (scene models, see ``gatta-viz cues``), else ``"mean"``."""
-        info = self.meta.get("class_queries") or {}
-        return "steering" if info.get("sign") in (1, -1) else "mean"
+        sign (scene models, see ``gatta-viz cues``), else ``"mean"`` (:func:`gatta_viz.models.cues.cue_definition`)."""
+        return cue_definition(self.meta)
 
     def cue(self, class_name: str, definition: Optional[str] = None) -> torch.Tensor:
         """A top-down query (d,) for ``class_name``, to pass as ``model.trace(x, query=...)``.
 
-        Args:
-            class_name: one of ``classes``.
-            definition: ``"mean"``: the stored mean pass-1 q_avg of images holding that class alone;
-                ``"steering"``: that mean minus the mean over classes (the part the class does not share with
-                the others), rescaled to the mean's norm, times the sign calibrated on training scenes so that
-                the cue moves gain-map energy onto the class's garment (:func:`steering_queries`).
-                Default: :attr:`cue_definition`.
+        See :func:`gatta_viz.models.cues.class_cue` (definitions ``"mean"`` and ``"steering"``).
+
         Raises:
             ValueError: the model has no stored class queries, the name is not one of its classes, an unknown
                 definition, or "steering" without a calibrated sign.
         """
-        if self.class_queries is None:
-            raise ValueError(f"model {self.name} has no stored class queries; compute them with "
-                             "gatta_viz.class_queries(model, training_data) or `gatta-viz cues CHECKPOINT OUT`")
-        if class_name not in self.classes:
-            raise ValueError(f"unknown class {class_name!r} for cueing; classes: {self.classes}")
-        definition = definition or self.cue_definition
-        if definition == "mean":
-            return self.class_queries[self.classes.index(class_name)]
-        if definition != "steering":
-            raise ValueError(f"unknown cue definition {definition!r}; use 'mean' or 'steering'")
-        sign = (self.meta.get("class_queries") or {}).get("sign")
-        if sign not in (1, -1):
-            raise ValueError(f"model {self.name} has no calibrated cue sign (only scene models get one: "
-                             "`gatta-viz cues` on a checkpoint trained on fmnist-pairs); use definition='mean'")
-        return steering_queries(self.class_queries, sign)[self.classes.index(class_name)]
+        return class_cue(self, class_name, definition)
 
-
-def steering_queries(means: torch.Tensor, sign: int) -> torch.Tensor:
-    """Class queries with the part all classes share removed: ``sign * (m_c - mean_c' m_c')``, each rescaled to
-    the norm of ``m_c``.
-
-    Args:
-        means: (C, d) mean pass-1 q_avg per class.
-        sign: +1 or -1 (calibrated per model: which way moves gain energy onto the cued class's garment).
-    Returns:
-        (C, d) queries.
-    """
-    centred = means - means.mean(0, keepdim=True)
-    scale = means.norm(dim=1, keepdim=True) / centred.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return float(sign) * centred * scale
 
 def save_checkpoint(
     path: str,
@@ -172,10 +143,17 @@ def save_checkpoint(
 
 def write_atomically(obj: Dict[str, Any], path: str) -> None:
     """``torch.save`` to a temp file, then rename: a kill never leaves half a file at ``path``."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory; give a file name")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a failed or interrupted write leaves no temp file behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def read_checkpoint(path: str) -> Dict[str, Any]:
@@ -183,8 +161,11 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: corrupt/truncated file, or a file that is not a gatta_viz checkpoint.
+        ValueError: corrupt/truncated file, a file that is not a gatta_viz checkpoint, or one whose contents
+            fail :func:`validate_checkpoint` (missing keys, wrong types, non-finite weights).
     """
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"{path} is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -197,12 +178,87 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
             f"{path} is not a gatta_viz checkpoint (expected format {CHECKPOINT_FORMAT!r}; found {found}). "
             "A bare torchvision state dict can be passed to gatta_resnet18(weights=PATH) instead."
         )
-    for key in ("builder", "kwargs", "state_dict", "classes", "preprocess"):
-        if key not in obj:
-            raise ValueError(f"checkpoint {path} lacks {key!r}")
-    if obj["builder"] not in BUILDERS:
-        raise ValueError(f"checkpoint {path} names unknown builder {obj['builder']!r}")
+    validate_checkpoint(obj, path)
     return obj
+
+
+def _json_like(v: Any) -> bool:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_json_like(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _json_like(x) for k, x in v.items())
+    return False
+
+
+def _preprocess_problems(pre: Any) -> List[str]:
+    if not isinstance(pre, dict):
+        return [f"'preprocess' must be a dict, found {type(pre).__name__}"]
+    out = []
+    size, channels = pre.get("size"), pre.get("channels")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        out.append(f"preprocess 'size' must be [H, W] with positive integers, found {size!r}")
+    if not (isinstance(channels, int) and not isinstance(channels, bool) and channels > 0):
+        out.append(f"preprocess 'channels' must be a positive integer, found {channels!r}")
+    for key in ("mean", "std"):
+        v = pre.get(key)
+        ok = isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                        and math.isfinite(x) for x in v)
+        if not ok:
+            out.append(f"preprocess {key!r} must be a list of finite numbers, found {v!r}")
+        elif isinstance(channels, int) and len(v) != channels:
+            out.append(f"preprocess {key!r} has {len(v)} values for {channels} channels")
+        elif key == "std" and min(v) <= 0:
+            out.append(f"preprocess 'std' must be positive, found {list(v)}")
+    return out
+
+
+def validate_checkpoint(obj: Dict[str, Any], path: str = "checkpoint") -> None:
+    """Check a checkpoint's contents before anything uses them: required keys and their types, the preprocess
+    record, JSON-like kwargs and meta, and finite weights and class queries.
+
+    Args:
+        obj: what ``torch.load`` returned (a dict with the gatta_viz format tag).
+        path: named in the message.
+    Raises:
+        ValueError: one line per problem found (all of them, not only the first).
+    """
+    problems = []
+    missing = [k for k in ("builder", "kwargs", "state_dict", "classes", "preprocess") if k not in obj]
+    if missing:
+        problems.append(f"lacks {', '.join(repr(k) for k in missing)}")
+    builder = obj.get("builder")
+    if "builder" in obj and (not isinstance(builder, str) or builder not in BUILDERS):
+        close = difflib.get_close_matches(str(builder), list(BUILDERS), n=1)
+        problems.append(f"names unknown builder {builder!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    for key in ("kwargs", "meta"):
+        if key in obj and not (isinstance(obj[key], dict) and _json_like(obj[key])):
+            found = type(obj[key]).__name__ if not isinstance(obj[key], dict) else "a dict with non-JSON values"
+            problems.append(f"{key!r} must be a dict of JSON values, found {found}")
+    classes = obj.get("classes")
+    if "classes" in obj and not (isinstance(classes, (list, tuple)) and classes
+                                 and all(isinstance(c, str) for c in classes)):
+        problems.append(f"'classes' must be a non-empty list of names, found {type(classes).__name__}")
+    if "preprocess" in obj:
+        problems += _preprocess_problems(obj["preprocess"])
+    state = obj.get("state_dict")
+    if "state_dict" in obj:
+        if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+            problems.append("'state_dict' must map parameter names to tensors")
+        else:
+            bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+            if bad:
+                problems.append(f"non-finite weights (NaN or inf) in {len(bad)} tensor(s): {', '.join(bad[:5])}"
+                                + (" ..." if len(bad) > 5 else ""))
+    queries = obj.get("class_queries")
+    if queries is not None and (not torch.is_tensor(queries) or not bool(torch.isfinite(queries).all())):
+        problems.append("'class_queries' must be a finite tensor")
+    if "train_state" in obj and not isinstance(obj["train_state"], dict):
+        problems.append(f"'train_state' must be a dict, found {type(obj['train_state']).__name__}")
+    if problems:
+        raise ValueError(f"checkpoint {path} is invalid: " + "; ".join(problems))
 
 
 def load_checkpoint(
@@ -232,7 +288,10 @@ def load_checkpoint(
         norm_stats = "per_pass"
     if norm_stats is not None and obj["builder"] in _GATTA_BUILDERS:
         kwargs["norm_stats"] = norm_stats
-    model = build_model(obj["builder"], **kwargs)
+    try:
+        model = build_model(obj["builder"], **kwargs)
+    except (TypeError, ValueError, KeyError, IndexError) as e:  # kwargs the builder does not take
+        raise ValueError(f"checkpoint {path}: cannot build {obj['builder']} from its kwargs: {str(e)[:300]}") from e
     try:
         result = model.load_state_dict(obj["state_dict"], strict=False)
     except RuntimeError as e:  # shape mismatches

@@ -7,6 +7,7 @@ Weights, keys, queries and alphas are not changed.
 """
 from __future__ import annotations
 
+import os
 from typing import Dict, Optional
 
 import torch
@@ -14,7 +15,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..models.checkpoint import load_checkpoint, save_checkpoint
-from ..data.datasets import ImageData, augment_batch, load_dataset
+from ..data.datasets import ImageData, augment_batch, input_shape, load_dataset
+from .matching import check_fits, resolve_dataset
 from ..core.pass_statistics import is_batchnorm
 
 __all__ = ["recalibrate_statistics", "recalibrate_checkpoint"]
@@ -82,20 +84,28 @@ def recalibrate_statistics(
 
 
 def recalibrate_checkpoint(
-    src: str, dst: str, dataset: str = "fashion-mnist", data_root: Optional[str] = None, **kwargs
+    src: str, dst: str, dataset: Optional[str] = None, data_root: Optional[str] = None, **kwargs
 ) -> Dict[str, object]:
     """Load ``src`` with per-pass statistics, re-estimate them on the training split, write ``dst``.
 
     Args:
         src: a gatta_viz checkpoint (statistics shared or per pass).
-        dst: destination path.
-        dataset, data_root: the training data (as for ``gatta-viz train``).
+        dst: destination path (a file; written atomically).
+        dataset, data_root: the training data (as for ``gatta-viz train``); None: the data set recorded in the
+            checkpoint (Fashion-MNIST when it records none).
         **kwargs: passed to :func:`recalibrate_statistics` (images, batch_size, augment, seed).
     Returns:
         What was done (written into the new checkpoint's meta under ``"recalibrated"``).
+    Raises:
+        FileNotFoundError, ValueError: ``src`` unreadable or invalid (non-finite weights included), ``dst`` a
+            directory, or a data set whose images do not fit the model (another size or channel count).
     """
+    if os.path.isdir(dst):
+        raise ValueError(f"{dst} is a directory; give the file to write")
     lm = load_checkpoint(src, recalibrating=True)
-    data = load_dataset(dataset, "train", data_root)
+    name = resolve_dataset(dataset, lm.meta)
+    data = load_dataset(name, "train", data_root)
+    check_fits(lm.name, lm.preprocess, input_shape(data), getattr(data, "name", name), lm.meta)
     batches = recalibrate_statistics(lm.model, data, **kwargs)
     info = {"from": src, "dataset": data.name, "batches": batches, **{k: v for k, v in kwargs.items() if k != "progress"}}
     meta = {**lm.meta, "recalibrated": info}
