@@ -673,3 +673,36 @@ def test_cli_app_without_streamlit_says_how_to_install_it(monkeypatch, capsys):
     assert cli_app.run(cli_app.build_parser().parse_args([])) == 2
     assert capsys.readouterr().err == ("error: the app needs streamlit, which is not installed: "
                                        "pip install 'gatta_viz[app]'\n")
+
+
+def test_the_app_s_downloads_are_the_files_gatta_viz_explain_writes(samples, tmp_path):
+    """One writer: the figure, overlays and maps the page offers for an image are those of `gatta-viz explain`."""
+    from gatta_viz.cli import main
+
+    path = samples / "img1.png"
+    assert main(["explain", str(path), "--out", str(tmp_path / "out")]) == 0
+    r = rendering.render(models.load_model(gv.DEFAULT_MODEL), "img1.png", gv.load_image(str(path)),
+                         gv.MapOptions(gradcam=False), gv.FigureOptions())
+    files = r.files()
+    assert {"figure", "maps", "summary", "overlay_layer1"} <= set(files) and r.figure_png() is files["figure"]
+
+    def pixels(data):
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+    assert np.array_equal(pixels(files["figure"]), pixels((tmp_path / "out" / "img1_fig3.png").read_bytes()))
+    for n in ("layer1", "layer2", "layer3"):
+        assert np.array_equal(pixels(files[f"overlay_{n}"]),
+                              pixels((tmp_path / "out" / f"img1_overlay_{n}.png").read_bytes()))
+    app_maps, cli_maps = np.load(io.BytesIO(files["maps"])), np.load(tmp_path / "out" / "img1_maps.npz")
+    assert sorted(app_maps.files) == sorted(cli_maps.files) and len(app_maps.files) > 10
+    for key in cli_maps.files:
+        assert np.array_equal(app_maps[key], cli_maps[key]), key
+
+
+def test_no_layer_chosen_says_so_instead_of_failing(samples):
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.multiselect(key="samples").set_value(["img1.png"]).run()
+    at.multiselect(key="layers").set_value([]).run()
+    assert not at.exception and not at.error
+    assert [s.value for s in at.subheader] == [] and captions(at, "alpha x agreement") == []
+    assert "Choose at least one layer in the sidebar to see its maps." in [i.value for i in at.info]

@@ -131,7 +131,6 @@ def sidebar_view(lm: LoadedModel, all_layers: List[str]) -> Optional[View]:
     cues = text.cue_options(lm)  # only for GAttA models with stored class queries
     cue = text.cue_of(sb.selectbox("Top-down cue", cues, key="cue", help=text.CUE_HELP)) if cues else None
     if not layers:
-        st.info("Choose at least one layer in the sidebar to see its maps.")
         return None
     options = MapOptions(gain=gain, signed=signed, joint=joint, layers=tuple(layers), cue=cue, gradcam=gradcam,
                             gradcam_target=None if target == text.PREDICTED else list(lm.classes).index(target))
@@ -306,6 +305,7 @@ def main() -> None:
         st.caption("Upload or pick an image to see its maps.")
         st.stop()
     if view is None:
+        st.info("Choose at least one layer in the sidebar to see its maps.")
         st.stop()
     for position, item in enumerate(inputs):
         show_input(position, item, model_id, pool, view)
