@@ -29,9 +29,10 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import gatta_viz as gv  # noqa: E402
-from gatta_viz.analysis.explanation import explain_batch  # noqa: E402
-from gatta_viz.analysis.figures import Fig3Renderer  # noqa: E402
-from gatta_viz.cli.explain import auto_threads, build_parser, collect_inputs, explain_files  # noqa: E402
+from gatta_viz.cli.batch import auto_threads, collect_inputs, explain_files, unique_stems  # noqa: E402
+from gatta_viz.cli.explain import build_parser  # noqa: E402
+from gatta_viz.compute.explain import explain_batch  # noqa: E402
+from gatta_viz.render.fig3 import Fig3Renderer  # noqa: E402
 
 SAMPLES = os.path.join(REPO, "sample_images", "fashion-mnist")
 
@@ -55,9 +56,9 @@ def trace_all(model, x: torch.Tensor, batch: int = 16) -> None:
             model.trace(x[i : i + batch])
 
 
-def stage_times(lm, files: List[Tuple[str, str]], out: str, repeats: int, dpi: int) -> Dict[str, float]:
+def stage_times(lm, files: List[Tuple[str, str, str]], out: str, repeats: int, dpi: int) -> Dict[str, float]:
     """Milliseconds per image of each stage of explain (one thread), medians over ``repeats`` passes."""
-    paths = [p for p, _ in files]
+    paths = [p for p, _, _ in files]
     stages: Dict[str, List[float]] = {k: [] for k in ("decode + preprocess", "trace + ablation (explain_batch)",
                                                       "Fig. 3 (update + PNG)", "overlays (input; original if it differs)",
                                                       "maps .npz + JSON")}
@@ -67,14 +68,15 @@ def stage_times(lm, files: List[Tuple[str, str]], out: str, repeats: int, dpi: i
         t1 = time.perf_counter()
         exs = explain_batch(lm, preps[:16], gradcam=False) + explain_batch(lm, preps[16:], gradcam=False)
         t2 = time.perf_counter()
-        r = Fig3Renderer(exs[0].trace, exs[0].classes, image_shape=exs[0].image.shape[:2])
+        r = Fig3Renderer(exs[0])
         for i, ex in enumerate(exs):
-            r.update(ex.image, ex.trace, 0, ex.true_label)
+            r.update(ex)
             r.to_png(os.path.join(out, f"f{i}.png"), dpi=dpi)
         t3 = time.perf_counter()
         for i, ex in enumerate(exs):
-            extra = {k + "_o": v for k, v in ex.overlays(on="original").items()} if ex.original_differs() else {}
-            for n, im in {**ex.overlays(), **extra}.items():
+            extra = ({k + "_o": v for k, v in gv.explanation_overlays(ex, on="original").items()}
+                     if ex.original_differs() else {})
+            for n, im in {**gv.explanation_overlays(ex), **extra}.items():
                 im.save(os.path.join(out, f"o{i}_{n}.png"), compress_level=1)
         t4 = time.perf_counter()
         for i, ex in enumerate(exs):
@@ -98,9 +100,10 @@ def main(argv: List[str] = None) -> int:
 
     dpi = args.dpi or build_parser().get_default("dpi")
     lm = gv.load_model(args.model)
-    files, _ = collect_inputs([args.images])
+    found, _ = collect_inputs([args.images])
+    files = [(p, name, stem) for (p, name), stem in zip(found, unique_stems([p for p, _ in found]))]
     n = len(files)
-    x = torch.cat([gv.prepare_image(gv.load_image(p), lm.preprocess).tensor for p, _ in files])
+    x = torch.cat([gv.prepare_image(gv.load_image(p), lm.preprocess).tensor for p, _, _ in files])
     auto = auto_threads(lm)
     load = os.getloadavg()
     print(f"model {lm.name}, {n} images {tuple(x.shape[1:])}, {os.cpu_count()} CPU cores, "
@@ -113,7 +116,8 @@ def main(argv: List[str] = None) -> int:
         for th in args.threads:
             torch.set_num_threads(th)
             tw, tc = timed(lambda: trace_all(lm.model, x), max(args.repeats, 5))
-            ew, ec = timed(lambda: explain_files(lm, files, os.path.join(tmp, "out"), progress=False, dpi=dpi), args.repeats)
+            ew, ec = timed(lambda: explain_files(lm, files, os.path.join(tmp, "out"), gv.MapOptions(gradcam=False),
+                                                 gv.FigureOptions(dpi=dpi), progress=False), args.repeats)
             print(f"| {th}{' (auto)' if th == auto else ''} | {n / tw:.0f} | {n / tc:.0f} | {n / ew:.1f} | {n / ec:.1f} |")
         torch.set_num_threads(1)
         st = stage_times(lm, files, tmp, args.repeats, dpi)

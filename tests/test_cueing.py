@@ -1,15 +1,16 @@
-"""Scene measurements: both-items scoring by hand, the cued maps equal cued traces by hand, read-out rule."""
+"""Scene measurements: both-items scoring by hand, the cued maps equal cued traces by hand (energy shares and the
+ranked cue success), read-out rule."""
 import numpy as np
 import pytest
 import torch
 
 import gatta_viz as gv
-from gatta_viz.analysis.heatmaps import normalize, upsample
+from gatta_viz.compute.maps import normalize, upsample
 from gatta_viz.data.scenes import make_scenes
 from gatta_viz.metrics.cueing import (CueMeasurements, both_items_correct, item_recall, measure_cues, overlap_bins,
                                       readout_by_cueing, scene_report)
 from gatta_viz.metrics.faithfulness import trace_saliency
-from gatta_viz.metrics.localization import energy_in_mask
+from gatta_viz.metrics.localization import energy_in_mask, roc_auc_in_mask
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +91,36 @@ def test_report_numbers_match_the_measurements(setup):
     assert sum(rep["bins"].values()) == 12
     acc = both_items_correct(m.probs_pass2, labels).mean()
     assert rep["accuracy"]["pass2"]["all"]["mean"] == pytest.approx(float(acc))
+
+
+def test_roc_auc_within_compares_one_item_with_the_other_by_hand():
+    sal = np.array([[[5.0, 1.0, 9.0], [2.0, 3.0, 7.0]]])
+    a = np.array([[[True, True, False], [False, False, False]]])  # item A: values 5, 1
+    b = np.array([[[False, False, False], [True, True, False]]])  # item B: values 2, 3
+    # pairs (5>2, 5>3, 1<2, 1<3): 2 of 4; the pixels of neither item (9, 7) take no part
+    assert roc_auc_in_mask(sal, a, within=a | b) == pytest.approx([0.5])
+    assert roc_auc_in_mask(sal, a) == pytest.approx([(1 + 0 + 1 + 1 + 0 + 0 + 1 + 1) / 8])  # against everything else
+    tie = np.array([[[2.0, 1.0, 0.0], [2.0, 3.0, 0.0]]])
+    assert roc_auc_in_mask(tie, a, within=a | b) == pytest.approx([(0.5 + 0 + 0 + 0) / 4])
+    with pytest.raises(ValueError, match="within"):
+        roc_auc_in_mask(sal, a, within=np.ones((1, 2, 2), bool))
+
+
+def test_ranked_cue_success_is_the_cued_items_auc_against_the_other_item(setup):
+    model, scenes, queries = setup
+    m = measure_cues(model, scenes, queries, n=12, batch_size=6, progress=False)
+    x = scenes.normalize(scenes.images[:12])
+    masks = scenes.masks[:12].numpy()
+    labels = scenes.labels[:12].numpy()
+    only0, only1 = masks[:, 0] & ~masks[:, 1], masks[:, 1] & ~masks[:, 0]
+    with torch.no_grad():
+        t = model.trace(x, query=queries[5])
+    want = roc_auc_in_mask(trace_saliency(t, (48, 48)), only0, within=only0 | only1)
+    assert np.allclose(m.cued_auc[:, 5, 0], want, atol=1e-9, equal_nan=True)
+    rep = scene_report(m, scenes)
+    own = np.stack([m.cued_auc[np.arange(12), labels[:, 0], 0], 1 - m.cued_auc[np.arange(12), labels[:, 1], 0]], 1)
+    ok = np.isfinite(own)
+    assert rep["cue"]["gain"]["ranked_success"]["all"]["mean"] == pytest.approx(float((own[ok] > 0.5).mean()))
+    assert rep["cue"]["gain"]["ranked_auc"]["all"]["mean"] == pytest.approx(float(own[ok].mean()))
+    assert rep["cue"]["gain"]["ranked_success"]["all"]["n"] == int(ok.sum())
+    assert 0 <= rep["cue"]["gradcam"]["ranked_success"]["all"]["mean"] <= 1 and m.gradcam_auc.shape == (12, 2)

@@ -21,7 +21,7 @@ RUNS = {
     "demo": ("bag_test00018", ["demo"]),
     "scene": ("scene_00000", ["explain", f"{S}/scenes/scene_00000.png", "--model", "fmnist-pairs-gatta-resnet",
                               "--cue", "Trouser", "--boxes", f"{S}/scenes/index.json"]),
-    "clutter": ("clutter_00000", ["explain", f"{S}/clutter/clutter_00000.png", f"{S}/clutter/clutter_00003.png",
+    "clutter": ("clutter_00001", ["explain", f"{S}/clutter/clutter_00001.png", f"{S}/clutter/clutter_00003.png",
                                   "--model", "fmnist-clutter-gatta-resnet", "--boxes", f"{S}/clutter/index.json"]),
     "options": ("cameraman", ["explain", f"{S}/fashion-mnist/bag_test00018.png", f"{S}/fashion-mnist/coat_test00006.png",
                               f"{S}/photos/cameraman.jpg", "--raw", "--joint", "--rectified", "--gradcam"]),

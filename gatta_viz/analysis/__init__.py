@@ -1,7 +1,8 @@
-"""Analysis: maps to pictures and tables. ``heatmaps`` and ``overlays`` (arrays), ``figures`` and
-``metric_plots`` (matplotlib), ``interactive`` (plotly), ``contributions`` (layer statistics, ablations),
-``embedding`` (q_avg PCA), ``attributions`` (captum), ``explanation`` (everything for one image or a batch),
-``style`` (one colour language and the labels every view uses), ``checks`` (input checks, untrained-model warnings).
+"""Analysis views built on explanation records and traces: ``interactive`` (plotly layer slider and class bars),
+``embedding`` (q_avg PCA, the paper's Fig. 2b), and the figures of the measurements: ``localization_plots``
+(maps against garment masks), ``sanity_plots`` (parameter-randomisation checks), ``scene_plots`` (cue success on
+two-garment scenes, uncued vs cued maps), ``metric_plots`` (noise curves, deletion/insertion curves).
 
-Maps are the gain map alpha x agreement by default (> 0 boosted by pass 2, < 0 suppressed); raw agreement,
-whose sign is a convention of training, is available everywhere with ``gain=False``."""
+Explanations are computed in :mod:`gatta_viz.compute` and drawn in :mod:`gatta_viz.render`; maps are the gain
+map alpha x agreement by default (> 0 boosted by pass 2, < 0 suppressed), raw agreement, whose sign is a
+convention of training, with ``gain=False``."""

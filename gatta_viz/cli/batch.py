@@ -148,6 +148,9 @@ def check_out_dir(out_dir: str, settings: Dict[str, Any], overwrite: bool) -> No
     if previous is None:
         raise ValueError(f"--out {out_dir} is not empty and was not written by gatta-viz explain (e.g. {entries[0]}); "
                          "choose a new folder, or add --overwrite to empty it first")
+    if "settings" not in previous:
+        raise ValueError(f"--out {out_dir} holds an explain run whose settings were not recorded (an older gatta-viz); "
+                         "choose a new folder, or add --overwrite to empty it first")
     if previous.get("settings") != settings:
         was, now = previous.get("settings") or {}, settings
         diff = [k for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
@@ -167,7 +170,7 @@ def _previous_run(out_dir: str) -> Optional[Dict[str, Any]]:
             index = json.load(f)
     except (OSError, ValueError):
         return None
-    return index if isinstance(index, dict) and "settings" in index else None
+    return index if isinstance(index, dict) and ("settings" in index or "written" in index) else None
 
 
 class BatchInterrupted(KeyboardInterrupt):

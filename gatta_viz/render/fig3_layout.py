@@ -10,7 +10,7 @@ from .fig3_text import (
 )
 from ..compute.checks import untrained_message
 
-__all__ = ["Fig3Spec", "Box", "HeaderBox", "WarningText", "RowTitle", "MapPanel", "OutlineLegendLine", "ColorbarBox",
+__all__ = ["Fig3Spec", "Box", "TextBlock", "HeaderBox", "WarningText", "RowTitle", "MapPanel", "OutlineLegendLine", "ColorbarBox",
            "LegendText", "DenseChart", "Fig3Layout", "layout_fig3"]
 
 
@@ -73,17 +73,20 @@ class HeaderBox(Box):
 
 
 @dataclass(frozen=True)
-class WarningText(Box):
-    """The untrained-model warning."""
+class TextBlock(Box):
+    """Fixed words at a place."""
 
     text: str
 
 
 @dataclass(frozen=True)
-class RowTitle(Box):
-    """The title of a row of maps (without the cue / cued: CUE)."""
+class WarningText(TextBlock):
+    """The untrained-model warning."""
 
-    text: str
+
+@dataclass(frozen=True)
+class RowTitle(TextBlock):
+    """The title of a row of maps (without the cue / cued: CUE)."""
 
 
 @dataclass(frozen=True)
@@ -105,10 +108,8 @@ class ColorbarBox(Box):
 
 
 @dataclass(frozen=True)
-class LegendText(Box):
+class LegendText(TextBlock):
     """The words under the colour bar."""
-
-    text: str
 
 
 @dataclass(frozen=True)

@@ -104,18 +104,30 @@ def explanation_files(ex: Explanation, stem: str, options: Optional[FigureOption
 def write_explanation(ex: Explanation, out_dir: str, stem: str, options: Optional[FigureOptions] = None,
                       outlines=None, renderers: Optional[RendererCache] = None, source: Optional[str] = None,
                       extra: Optional[Mapping[str, Any]] = None) -> Dict[str, str]:
-    """Write the files of :func:`explanation_files` into ``out_dir``, each atomically (a temp file in the folder,
-    renamed into place; nothing is written before every file of the image was made).
+    """Write the files of :func:`explanation_files` into ``out_dir``: all of them or none. Each is written
+    atomically (a temp file in the folder, renamed into place); nothing is written before every file of the image
+    was made, and when one write fails the files of this image already written are removed.
 
     Returns:
         key -> written path (``figure``, ``overlay_LAYER[_cued][_original]``, ``maps``, ``summary``).
+    Raises:
+        IsADirectoryError: a folder stands where a file should go (checked before anything is written).
+        OSError: a write failed (nothing of this image is left).
     """
     files = explanation_files(ex, stem, options, outlines, renderers, source, extra)
+    paths = [os.path.join(out_dir, f.name) for f in files]
+    taken = [p for p in paths if os.path.isdir(p)]
+    if taken:
+        raise IsADirectoryError(f"{taken[0]} is a folder; cannot write the explanation's file there")
     os.makedirs(out_dir, exist_ok=True)
     written: Dict[str, str] = {}
-    for f in files:
-        path = os.path.join(out_dir, f.name)
-        with atomic_write(path, "wb") as fh:
-            fh.write(f.data)
-        written[f.key] = path
+    try:
+        for f, path in zip(files, paths):
+            with atomic_write(path, "wb") as fh:
+                fh.write(f.data)
+            written[f.key] = path
+    except BaseException:
+        for path in written.values():
+            os.remove(path)
+        raise
     return written
