@@ -559,6 +559,9 @@ def test_sample_list_leaves_item_masks_out(tmp_path):
     for name in ("clutter_00000.png", "clutter_00000_mask.png", "scene_00001_item0_mask.png", "notes.txt"):
         Image.new("L", (4, 4)).save(tmp_path / "clutter" / name) if name.endswith(".png") else (tmp_path / "clutter" / name).write_text("x")
     assert uploads.list_samples(str(tmp_path)) == ["clutter/clutter_00000.png"]
+    os.symlink("..", tmp_path / "clutter" / "loop")  # a linked folder is followed, a loop only once
+    os.symlink(tmp_path / "clutter", tmp_path / "linked")
+    assert uploads.list_samples(str(tmp_path)) == ["clutter/clutter_00000.png"]
 
 
 def test_the_composer_composites_as_make_scenes_does():
@@ -706,3 +709,17 @@ def test_no_layer_chosen_says_so_instead_of_failing(samples):
     assert not at.exception and not at.error
     assert [s.value for s in at.subheader] == [] and captions(at, "alpha x agreement") == []
     assert "Choose at least one layer in the sidebar to see its maps." in [i.value for i in at.info]
+
+
+def test_the_package_ships_the_sample_garments(monkeypatch):
+    """A wheel has no sample_images/: the page then uses the Fashion-MNIST samples inside the package (a link to the
+    clone's folder, copied into the wheel), so samples and the scene composer work in an installed app too."""
+    packaged = os.path.join(os.path.dirname(settings.__file__), "samples")
+    clone = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample_images")
+    assert composer.garment_files(os.path.join(packaged, "fashion-mnist")) == \
+        composer.garment_files(os.path.join(clone, "fashion-mnist")) and len(composer.garment_files()) == 30
+    monkeypatch.delenv("GATTA_VIZ_SAMPLES", raising=False)
+    assert settings.samples_dir() == clone
+    monkeypatch.setattr(settings, "_REPO", "/nonexistent")
+    assert settings.samples_dir() == packaged
+    assert uploads.list_samples() == [f"fashion-mnist/{n}" for n in composer.garment_files()]

@@ -5,7 +5,8 @@ never the repository's source: the test checks that ``gatta_viz`` is imported fr
 
 Checked: ``gatta-viz explain`` (its files, and maps equal to the library's in this process), ``gatta-viz demo``
 (samples made on the fly: the repository's sample_images/ is not there), ``gatta-viz app`` (serves the page
-shipped in the package: health "ok", the page's HTML, and the page script itself runs without an exception)."""
+shipped in the package: health "ok", the page's HTML; the page script itself explains a sample image shipped in
+the package and composes a scene from the packaged garments)."""
 from __future__ import annotations
 
 import importlib.util
@@ -107,8 +108,22 @@ def test_app_from_the_wheel_serves_the_packaged_page(installed):
         assert r.status == 200 and "Streamlit Inc." in html and '<div id="root"></div>' in html
     finally:
         stop(server)
-    # the page script itself, run by Streamlit's test harness inside the new environment
-    script = ("from streamlit.testing.v1 import AppTest\nimport gatta_viz.app as a\n"
-              "at = AppTest.from_file(a.PAGE, default_timeout=120).run()\n"
-              "assert not at.exception, at.exception\nprint(at.title[0].value)")
-    assert run([str(bin_dir / "python"), "-c", script], cwd=str(work), env=env).strip() == "GAttA attention across layers"
+    # the page script itself, run by Streamlit's test harness inside the new environment: a sample image shipped
+    # in the package, and a scene composed from the packaged garments for the bundled scene model
+    script = """
+from streamlit.testing.v1 import AppTest
+import gatta_viz.app as a
+at = AppTest.from_file(a.PAGE, default_timeout=120).run()
+at.multiselect(key="samples").set_value(["fashion-mnist/trouser_test00002.png"]).run()
+assert not at.exception and not at.error, (at.exception, at.error)
+print(at.title[0].value)
+print([s.value for s in at.subheader])
+print(next(m.value for m in at.markdown if m.value.startswith("**Pass 2")).splitlines()[1].split(":")[0])
+at.multiselect(key="samples").set_value([]).run()
+at.selectbox(key="model").set_value("fmnist-pairs-gatta-resnet").run()
+assert not at.exception and not at.error, (at.exception, at.error)
+print([s.value for s in at.subheader])
+"""
+    lines = run([str(bin_dir / "python"), "-c", script], cwd=str(work), env=env).strip().splitlines()
+    assert lines == ["GAttA attention across layers", "['fashion-mnist/trouser\\\\_test00002.png']", "1. Trouser",
+                     "['scene: Trouser at (0, 0) + Bag at (20, 20)']"], lines

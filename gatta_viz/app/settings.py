@@ -33,6 +33,7 @@ ENV_MAX_CHECKPOINT_MB = "GATTA_VIZ_MAX_CHECKPOINT_MB"
 ENV_SAMPLES = "GATTA_VIZ_SAMPLES"
 ENV_FILES = "GATTA_VIZ_FILES"  # set by `gatta-viz app FILE...`
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a clone's root
+_PACKAGED_SAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples")
 
 
 def checkpoint_limit_bytes() -> int:
@@ -96,8 +97,10 @@ def torch_threads_per_render(workers: Optional[int] = None) -> int:
 
 
 def samples_dir() -> str:
-    """Folder of sample images: ``$GATTA_VIZ_SAMPLES``, or a clone's sample_images/ (absent in a wheel install)."""
-    return os.environ.get(ENV_SAMPLES) or os.path.join(_REPO, "sample_images")
+    """Folder of sample images: ``$GATTA_VIZ_SAMPLES``, else a clone's sample_images/, else the Fashion-MNIST
+    samples shipped in the package (``gatta_viz/app/samples``: an installed wheel's samples and garments)."""
+    clone = os.path.join(_REPO, "sample_images")
+    return os.environ.get(ENV_SAMPLES) or (clone if os.path.isdir(clone) else _PACKAGED_SAMPLES)
 
 
 def preloaded_files() -> List[str]:

@@ -64,8 +64,14 @@ def list_samples(folder: Optional[str] = None) -> List[str]:
     folder = folder or samples_dir()
     if not os.path.isdir(folder):
         return []
-    out = []
-    for root, _, names in os.walk(folder):
+    out, seen = [], set()
+    for root, dirs, names in os.walk(folder, followlinks=True):  # linked folders too (the package's samples)...
+        real = os.path.realpath(root)
+        if real in seen:  # ...but never twice (a link loop)
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()  # the same order on every file system: a folder reached twice keeps its first name
         for n in names:
             if n.lower().endswith(IMAGE_EXTENSIONS) and not os.path.splitext(n)[0].endswith("_mask"):
                 out.append(os.path.relpath(os.path.join(root, n), folder))
