@@ -49,10 +49,10 @@ def test_bundled_models_classify_200_fixed_test_images(name, minimum):
 
 
 @pytest.mark.parametrize("name, minimum", [("fmnist-pairs-gatta-resnet", MIN_PAIRS), ("fmnist-pairs-resnet", MIN_PAIRS)])
-def test_bundled_scene_models_name_both_garments_of_200_fixed_test_scenes(name, minimum):
+def test_bundled_scene_models_name_both_garments_of_200_fixed_test_scenes(name, minimum, pairs_test_set):
     from gatta_viz.metrics.cueing import both_items_correct
 
-    scenes = gv.load_scenes("fmnist-pairs", "test").subset(200)
+    scenes = pairs_test_set.subset(200)
     lm = gv.load_model(name)
     with torch.no_grad():
         logits = lm.model(scenes.normalize(scenes.images)).numpy()
@@ -64,8 +64,8 @@ def test_bundled_scene_models_name_both_garments_of_200_fixed_test_scenes(name, 
 
 
 @pytest.mark.parametrize("name, minimum", [("fmnist-clutter-gatta-resnet", MIN_CLUTTER), ("fmnist-clutter-resnet", MIN_CLUTTER)])
-def test_bundled_clutter_models_classify_200_fixed_test_images(name, minimum):
-    x, y = gv.load_dataset("fmnist-clutter", "test").tensors(200)
+def test_bundled_clutter_models_classify_200_fixed_test_images(name, minimum, clutter_test_set):
+    x, y = clutter_test_set.tensors(200)
     lm = gv.load_model(name)
     with torch.no_grad():
         acc = (lm.model(x).argmax(1) == y).float().mean().item()
