@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import traceback
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import pandas as pd
 import streamlit as st
@@ -49,7 +49,7 @@ def get_pool(kind: str, key: str, _data: bytes = b"", _name: str = "") -> ModelP
 
 @st.cache_data(show_spinner=False, max_entries=settings.RENDER_CACHE_ENTRIES, max_size=settings.RENDER_CACHE_BYTES)
 def get_render(model_id: str, digest: str, name: str, options_key: str, outlines: tuple, _pool: ModelPool,
-               _data: bytes, _options: Any, _figure: Any):
+               _data: bytes, _options: MapOptions, _figure: FigureOptions):
     """One input's render, or the error message that replaces it (both cached: a bad file is decoded once).
     Keyed by the model, the content hash and the options (cue and outlines included); the bytes themselves are
     not hashed again. Any failure is named with the file, so one bad input never stops the others."""

@@ -129,7 +129,7 @@ def decode(name: str, data: bytes) -> Image.Image:
     return load_image(data, name=name)
 
 
-def _gradcam_target(options, predicted: int, classes: Sequence[str]) -> Dict[str, Any]:
+def _gradcam_target(options: MapOptions, predicted: int, classes: Sequence[str]) -> Dict[str, Any]:
     t = predicted if options.gradcam_target is None else int(options.gradcam_target)
     return {"label": classes[t], "index": t, "predicted": t == predicted}
 
@@ -171,8 +171,8 @@ def render_prepared(lm: LoadedModel, name: str, prep: PreparedImage, options: Op
     return r
 
 
-def render(model: Union[LoadedModel, ModelPool], name: str, img: Image.Image, options=None, figure=None,
-           outlines: Optional[Sequence] = None) -> Render:
+def render(model: Union[LoadedModel, ModelPool], name: str, img: Image.Image, options: Optional[MapOptions] = None,
+           figure: Optional[FigureOptions] = None, outlines: Optional[Sequence] = None) -> Render:
     """Prepare and explain one decoded image on a free replica of the model (see :func:`render_prepared`).
 
     Raises:
@@ -183,8 +183,8 @@ def render(model: Union[LoadedModel, ModelPool], name: str, img: Image.Image, op
         return render_prepared(lm, name, prepare_image(img, lm.preprocess, name=name), options, figure, outlines)
 
 
-def render_upload(model: Union[LoadedModel, ModelPool], name: str, data: bytes, options=None, figure=None,
-                  outlines: Optional[Sequence] = None) -> Render:
+def render_upload(model: Union[LoadedModel, ModelPool], name: str, data: bytes, options: Optional[MapOptions] = None,
+                  figure: Optional[FigureOptions] = None, outlines: Optional[Sequence] = None) -> Render:
     """Decode and explain one upload inside the same concurrency limit (a replica is held while decoding).
 
     Raises:

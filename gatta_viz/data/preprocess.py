@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .limits import (ENV_MAX_DECODED_MB, ENV_MAX_PIXELS, ENV_MAX_UPLOAD_MB, MAX_BYTES, MAX_DECODED_BYTES,
-                     MAX_PIXELS, MAX_SIDE, MB, ImageLimits, image_limits)
+                     MAX_PIXELS, MAX_SIDE, ImageLimits, image_limits)
 from .limits import format_mb as _mb
 from .pixels import TRANSPOSE, decoding_cost, exif_orientation, to_8bit
 
