@@ -48,12 +48,6 @@ from ..render.style import DEFAULT_CMAP
 __all__ = ["build_parser", "run", "run_settings", "write_index", "report_resized"]
 
 
-def resolve_model(name_or_path: str) -> LoadedModel:
-    """``load_model`` (kept only while ``gatta-viz faithfulness`` imports it; new code: :mod:`.model_args`)."""
-    from ..models.checkpoint import load_model
-
-    return load_model(name_or_path)
-
 
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     """Arguments of ``gatta-viz explain``."""

@@ -281,9 +281,9 @@ class Fig3Renderer:
         first, p1 = rows[0].prediction, rows[0].top_pass1[0]
         cued = rows[1].prediction if spec.compare else None
         true = None if ex.true_label is None else spec.class_name(int(ex.true_label))
-        self.header.set_text(header_text(spec, self.layout.inner, spec.class_name(first["index"]), first["prob"],
-                                         spec.class_name(p1["index"]), p1["prob"], true,
-                                         spec.class_name(cued["index"]) if cued else None, cued["prob"] if cued else 0.0))
+        self.header.set_text(header_text(spec, self.layout.inner, (spec.class_name(first["index"]), first["prob"]),
+                                         (spec.class_name(p1["index"]), p1["prob"]), true,
+                                         (spec.class_name(cued["index"]), cued["prob"]) if cued else None))
 
     def _update_bars(self, d: dict, values: np.ndarray, pred: int, true_label: Optional[int], span: float) -> None:
         v = np.asarray(values).astype(np.float64)  # alpha x agreement, or raw

@@ -195,7 +195,7 @@ def layout_fig3(spec: Fig3Spec) -> Fig3Layout:
     items: List[Box] = []
     y = MARGIN
     longest = max((spec.class_name(c) for c in range(len(spec.classes))), key=len) if spec.classes else "9999"
-    probe = header_text(spec, inner, longest, 0.999, longest, 0.999, longest, longest, 0.999)
+    probe = header_text(spec, inner, (longest, 0.999), (longest, 0.999), longest, (longest, 0.999))
     n_head = probe.count("\n") + 1
     items.append(HeaderBox(MARGIN, y, inner, n_head * LINE_H))
     y += n_head * LINE_H

@@ -1,7 +1,7 @@
 """The words of Fig. 3 and how wide they are: measuring and wrapping at print size, titles, header, legend."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from .style import class_marks_text, dense_axis_label, map_name, map_sign_text, scale_text
 
@@ -58,10 +58,13 @@ def row_title(spec, row: int) -> str:
     return cued_title(spec.cue) if row == 1 or not spec.compare else UNCUED_TITLE
 
 
-def header_text(spec, width: float, pred: str, p2: float, pred1: str, p1: float, true: Optional[str],
-                pred_cued: Optional[str] = None, p_cued: float = 0.0) -> str:
-    """The header: both passes' predictions (and under a cue, pass 2 without and with it), the true class."""
+def header_text(spec, width: float, pass2: Tuple[str, float], pass1: Tuple[str, float], true: Optional[str],
+                cued: Optional[Tuple[str, float]] = None) -> str:
+    """The header: both passes' predictions as (label, probability) (and under a cue, pass 2 without and with
+    it), the true class."""
+    (pred, p2), (pred1, p1) = pass2, pass1
     if spec.compare:
+        pred_cued, p_cued = cued or ("", 0.0)
         parts = [f"pass 1: {pred1} {100 * p1:.0f}%", f"pass 2 without cue: {pred} {100 * p2:.0f}%",
                  f"{cued_title(spec.cue)} → pass 2: {pred_cued} {100 * p_cued:.0f}%"]
     else:
