@@ -132,6 +132,8 @@ def make_files(folder: str, n_good: int) -> Dict[str, List[str]]:
 
     jpg = io.BytesIO()
     Image.new("RGB", (300, 300), (120, 30, 200)).save(jpg, "JPEG", quality=95)
+    thin = io.BytesIO()
+    Image.new("L", (1, 400), 200).save(thin, "PNG")
     crc = bytearray(open(good[0], "rb").read())
     crc[29] ^= 0xFF
     bad = {
@@ -141,6 +143,7 @@ def make_files(folder: str, n_good: int) -> Dict[str, List[str]]:
         "bomb.png": (header_png(20000, 20000, 0), "40,000,000-pixel limit"),
         "rgba-huge.png": (header_png(6320, 6320, 6), "decoding limit"),
         "crc.png": (bytes(crc), "broken PNG file"),
+        "thin.png": (thin.getvalue(), "too thin for the model's 28x28 input"),  # decodes, refused by preprocessing
     }
     bad_paths, expected = [], {}
     for name, (content, words) in bad.items():
