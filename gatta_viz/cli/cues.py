@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.scenes import SCENE_DATASETS, load_singles, make_scenes
     from ..models.checkpoint import load_checkpoint
     from ..training.cues import store_class_queries
-    from ..training.matching import check_fits, resolve_dataset
+    from ..training.matching import check_fits, check_named_fits, resolve_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = resolve_dataset(args.dataset, lm.meta)
         calibrate = None
         pre = lm.preprocess
+        check_named_fits(lm.name, pre, dataset, lm.meta)  # before building the images (singles: the scene canvas)
         if dataset in SCENE_DATASETS:  # a scene model: average over garments alone on the scene canvas
             data = load_singles(dataset, "train", args.data_root, pre["mean"], pre["std"])
             if args.calibrate:  # and pick the steering sign on training scenes

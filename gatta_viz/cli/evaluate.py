@@ -49,7 +49,7 @@ def _load_models(names: List[str]):
 def _data_for(lm, dataset: Optional[str], n: Optional[int], cache: Dict):
     """Test data for one model: ``dataset`` or the checkpoint's own, checked against the model's input."""
     from ..data.datasets import input_shape, load_dataset
-    from ..training.matching import check_fits, resolve_dataset
+    from ..training.matching import check_fits, check_named_fits, resolve_dataset
 
     name = resolve_dataset(dataset, lm.meta)
     if os.path.isdir(name):  # an image folder: its validation split, prepared as this checkpoint says
@@ -60,6 +60,7 @@ def _data_for(lm, dataset: Optional[str], n: Optional[int], cache: Dict):
             cache[key] = load_folder_for_model(name, lm.preprocess, lm.classes)
     else:
         key = name
+        check_named_fits(lm.name, lm.preprocess, name, lm.meta)  # before building 10,000 scenes
         if key not in cache:
             cache[key] = load_dataset(name, "test")
     data = cache[key]

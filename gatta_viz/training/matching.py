@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-__all__ = ["recorded_dataset", "model_input_shape", "check_fits", "resolve_dataset"]
+__all__ = ["recorded_dataset", "model_input_shape", "check_fits", "resolve_dataset", "scene_input_shape",
+           "check_named_fits"]
 
 FALLBACK_DATASET = "fashion-mnist"
 
@@ -67,3 +68,29 @@ def check_fits(model_name: str, preprocess: Dict[str, Any], data_shape: Sequence
         hint = f"; it was trained on {trained} (the default when --dataset is not given)" if trained else ""
         raise ValueError(f"model {model_name} takes {_fmt(want)} images but {data_name} has {_fmt(got)} images"
                          f"{hint}")
+
+
+def scene_input_shape(name: str) -> Optional[Tuple[int, int, int]]:
+    """(C, H, W) of a named scene or clutter data set, found without building its 10,000-60,000 images (one scene
+    is composed as the set would compose it), or None for any other name."""
+    from ..data.clutter import CLUTTER_DATASETS
+    from ..data.in_memory import load_fashion_mnist
+    from ..data.scenes import SCENE_DATASETS, make_scenes
+
+    key = str(name).lower().replace("_", "-")
+    if key in CLUTTER_DATASETS:
+        return 1, int(CLUTTER_DATASETS[key]), int(CLUTTER_DATASETS[key])
+    if key in SCENE_DATASETS:
+        one = make_scenes(load_fashion_mnist("test").subset(2), 1, SCENE_DATASETS[key], seed=0)
+        c, h, w = one.images.shape[1:]
+        return int(c), int(h), int(w)
+    return None
+
+
+def check_named_fits(model_name: str, preprocess: Dict[str, Any], dataset: str, meta: Optional[Dict[str, Any]] = None
+                     ) -> None:
+    """:func:`check_fits` for a named scene or clutter data set before it is built (a no-op for other names: check
+    those once loaded)."""
+    shape = scene_input_shape(dataset)
+    if shape is not None:
+        check_fits(model_name, preprocess, shape, dataset, meta)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..data.datasets import ImageData, augment_batch, input_shape, load_dataset
-from .matching import check_fits, resolve_dataset
+from .matching import check_fits, check_named_fits, resolve_dataset
 from ..core.pass_statistics import is_batchnorm
 
 __all__ = ["recalibrate_statistics", "recalibrate_checkpoint"]
@@ -104,6 +104,7 @@ def recalibrate_checkpoint(
         raise ValueError(f"{dst} is a directory; give the file to write")
     lm = load_checkpoint(src, recalibrating=True)
     name = resolve_dataset(dataset, lm.meta)
+    check_named_fits(lm.name, lm.preprocess, name, lm.meta)  # before building 60,000 scenes
     data = load_dataset(name, "train", data_root)
     check_fits(lm.name, lm.preprocess, input_shape(data), getattr(data, "name", name), lm.meta)
     batches = recalibrate_statistics(lm.model, data, **kwargs)
