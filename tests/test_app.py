@@ -564,32 +564,6 @@ def test_sample_list_leaves_item_masks_out(tmp_path):
     assert uploads.list_samples(str(tmp_path)) == ["clutter/clutter_00000.png"]
 
 
-def test_the_composer_composites_as_make_scenes_does():
-    """The composer builds on data.scenes: the same two garments at the same places give make_scenes' own scene,
-    boxes and visible-pixel masks (positions drawn exactly as make_scenes draws them for seed 3)."""
-    from gatta_viz.data import scenes as sc
-
-    source = gv.load_fashion_mnist("test").subset(200)
-    made = sc.make_scenes(source, 6, seed=3)
-    rng = np.random.default_rng(3)
-    first, second = rng.integers(0, len(source), size=6), rng.integers(0, len(source), size=6)
-    labels = source.labels.numpy()
-    same = labels[first] == labels[second]
-    while same.any():
-        second[same] = rng.integers(0, len(source), size=int(same.sum()))
-        same = labels[first] == labels[second]
-    offsets = sc._offsets("random", 48, rng, 6)  # (y, x) per item
-    assert np.array_equal(made.sources.numpy(), np.stack([first, second], 1))
-    for i in range(6):
-        tiles = [source.images[j, 0].numpy() for j in made.sources[i].tolist()]
-        c = sc.compose_items(tiles, [(int(x), int(y)) for y, x in offsets[i]], (48, 48))
-        assert np.array_equal(c.image, made.images[i, 0].numpy())
-        assert np.array_equal(c.boxes, made.boxes[i].numpy()) and np.array_equal(c.masks, made.masks[i].numpy())
-    with pytest.raises(ValueError, match=r"item 2 \(28x28\) at x=30, y=0 does not fit the 48x48 canvas: x must be in "
-                                         r"0\.\.20 and y in 0\.\.20"):
-        sc.compose_items(tiles, [(0, 0), (30, 0)], (48, 48))
-
-
 def test_a_composed_scene_is_named_boxed_and_outlined_by_class():
     folder = os.path.join(os.path.dirname(APP), "..", "sample_images", "fashion-mnist")
     classes = gv.load_model().classes
@@ -723,3 +697,86 @@ def test_the_package_ships_the_sample_garments(monkeypatch):
     monkeypatch.setattr(settings, "_REPO", "/nonexistent")
     assert settings.samples_dir() == packaged
     assert uploads.list_samples() == [f"fashion-mnist/{n}" for n in composer.garment_files()]
+
+
+# ---------------------------------------------------------------- the composer and cued renders (from test_cue_interfaces)
+GARMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample_images", "fashion-mnist")
+
+
+@pytest.fixture
+def scene_lm(tmp_path):
+    save_scene_checkpoint(tmp_path / "scene.pt")
+    return gv.load_model(str(tmp_path / "scene.pt"))
+
+
+def test_composer_composites_exactly_like_make_scenes():
+    from gatta_viz.data.scenes import compose_items, make_scenes
+
+    source = gv.load_fashion_mnist("test").subset(300)
+    s = make_scenes(source, 40, seed=11)
+    for i in range(40):
+        tiles = [source.images[int(j), 0].numpy() for j in s.sources[i]]
+        # the offsets make_scenes used: each box minus the box of the tile's own bright pixels
+        offsets = []
+        for k, tile in enumerate(tiles):
+            ys, xs = np.nonzero(tile > 16)
+            offsets.append((int(s.boxes[i, k, 0]) - xs.min(), int(s.boxes[i, k, 1]) - ys.min()))
+        scene = compose_items(tiles, offsets, (48, 48))
+        assert np.array_equal(scene.image, s.images[i, 0].numpy())
+        assert np.array_equal(scene.boxes, s.boxes[i].numpy())
+        visible = (scene.layers > 16) & (scene.layers >= scene.layers[::-1])
+        assert np.array_equal(visible, s.masks[i].numpy()) and np.array_equal(scene.masks, s.masks[i].numpy())
+    # the sample garment files are the Fashion-MNIST test images they are named after
+    test = gv.load_fashion_mnist("test")
+    files = ["trouser_test00002.png", "bag_test00018.png"]
+    scene = composer.compose_from_samples(files, [(3, 7), (20, 15)], (48, 48), SCENE_CLASSES, GARMENTS)
+    by_hand = compose_items([test.images[2, 0].numpy(), test.images[18, 0].numpy()], [(3, 7), (20, 15)], (48, 48))
+    assert np.array_equal(scene.image, by_hand.image) and np.array_equal(scene.composite.boxes, by_hand.boxes)
+    assert scene.labels == ["Trouser", "Bag"] and scene.name == "scene: Trouser at (3, 7) + Bag at (20, 15)"
+    boxes = scene.composite.boxes
+    assert list(scene.outlines()) == [(tuple(boxes[0].tolist()), "Trouser", gv.OUTLINE_COLOURS[0]),
+                                      (tuple(boxes[1].tolist()), "Bag", gv.OUTLINE_COLOURS[1])]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(scene.png()))), scene.image)
+    with pytest.raises(ValueError, match=r"^item 2 \(28x28\) at x=30, y=0 does not fit the 48x48 canvas"):
+        compose_items(tiles, [(0, 0), (30, 0)], (48, 48))
+
+
+def test_composer_names_bad_choices_and_knows_where_it_applies(scene_lm, monkeypatch):
+    monkeypatch.delenv("GATTA_VIZ_SAMPLES", raising=False)
+    with pytest.raises(ValueError, match=r"garment 2 \(28x28\) at x=21, y=0 does not fit the 48x48 canvas: x must be in "
+                                         r"0\.\.20 and y in 0\.\.20"):
+        composer.compose_from_samples(["trouser_test00002.png", "bag_test00018.png"], [(0, 0), (21, 0)], (48, 48),
+                                      SCENE_CLASSES, GARMENTS)
+    with pytest.raises(ValueError, match="unknown garment '../photos/rocket.jpg'"):
+        composer.load_garment("../photos/rocket.jpg", GARMENTS)
+    assert composer.garment_label("t-shirt-top_test00019.png", SCENE_CLASSES) == "T-shirt/top"
+    assert composer.garment_label("ankle-boot_test00000.png", SCENE_CLASSES) == "Ankle boot"
+    assert composer.garment_label("mystery.png", SCENE_CLASSES) == "mystery"
+    assert composer.composer_canvas(scene_lm) == (48, 48) and composer.composer_canvas(gv.load_model()) is None
+    assert text.cue_options(scene_lm) == [text.NO_CUE] + SCENE_CLASSES
+    assert text.cue_options(gv.load_model("fmnist-resnet")) == []
+    assert len(composer.garment_files()) == 30
+
+
+def test_app_render_under_a_cue_with_outlines(scene_lm):
+    lm = scene_lm
+    scene = composer.compose_from_samples(["trouser_test00002.png", "bag_test00018.png"], [(0, 0), (20, 20)], (48, 48),
+                                          SCENE_CLASSES, GARMENTS)
+    img = Image.open(io.BytesIO(scene.png()))
+    r = rendering.render(lm, "scene.png", img, gv.MapOptions(cue="Trouser"), outlines=scene.outlines())
+    x = gv.prepare_image(img, lm.preprocess).tensor
+    with torch.no_grad():
+        cued, plain = lm.model.trace(x, query=lm.cue("Trouser")), lm.model.trace(x)
+    assert r.cue == "Trouser" and r.cued_top_pass2[0]["index"] == int(cued.logits_pass2.argmax())
+    assert r.top_pass2[0]["index"] == int(plain.logits_pass2.argmax())
+    assert set(r.cued_overlays) == set(r.overlays) == {"layer1", "layer2", "layer3"}
+    assert all(o.size == (192, 192) for o in list(r.overlays.values()) + list(r.cued_overlays.values()))
+    assert r.shown_image.size == (192, 192) and r.outline_caption() == "outlines: Trouser (green), Bag (yellow)"
+    np.testing.assert_allclose(r.cued_dense["fc"], (1 + cued.layers["fc"].alpha * cued.agreement("fc"))[0].numpy(), atol=1e-6)
+    npz = np.load(io.BytesIO(r.npz))
+    assert "uncued/raw/layer1" in npz.files and "q_pass1" in npz.files
+    assert Image.open(io.BytesIO(r.figure_png())).size[0] > 500
+    plain_r = rendering.render(lm, "scene.png", img, gv.MapOptions(cue=text.cue_of(text.NO_CUE)))
+    assert plain_r.cue is None and plain_r.cued_overlays == {} and plain_r.top_pass2 == r.top_pass2
+    with pytest.raises(ValueError, match="a top-down cue needs a GAttA model"):
+        rendering.render(gv.load_model("fmnist-resnet"), "x.png", img, gv.MapOptions(cue="Trouser"))

@@ -120,7 +120,7 @@ def compose_from_samples(files: Sequence[str], positions: Sequence[Tuple[int, in
         ValueError, ImageError: an unknown or unreadable garment, or one that does not fit the canvas.
     """
     tiles = [load_garment(f, folder) for f in files]
-    composite = compose_items(tiles, positions, canvas)
+    composite = compose_items(tiles, positions, canvas, noun="garment")
     return Scene(composite, [garment_label(f, classes) for f in files], [tuple(int(v) for v in p) for p in positions])
 
 

@@ -141,8 +141,8 @@ class Composite:
     masks: np.ndarray
 
 
-def compose_items(tiles: Sequence[np.ndarray], positions: Sequence[Tuple[int, int]], canvas: Tuple[int, int]
-                  ) -> Composite:
+def compose_items(tiles: Sequence[np.ndarray], positions: Sequence[Tuple[int, int]], canvas: Tuple[int, int],
+                  noun: str = "item") -> Composite:
     """Place items (e.g. garments) on a black canvas and composite them by pixel-wise max, as the scenes of
     :func:`make_scenes` are composited: one scene, chosen item by item.
 
@@ -150,6 +150,7 @@ def compose_items(tiles: Sequence[np.ndarray], positions: Sequence[Tuple[int, in
         tiles: uint8 (h, w) items (each may have its own size).
         positions: each item's (x, y) top-left corner on the canvas.
         canvas: (H, W).
+        noun: what messages call the items ("item 2 does not fit...", "garment 2...").
     Returns:
         A :class:`Composite`.
     Raises:
@@ -157,19 +158,19 @@ def compose_items(tiles: Sequence[np.ndarray], positions: Sequence[Tuple[int, in
     """
     h0, w0 = (int(v) for v in canvas)
     if len(tiles) != len(positions) or not len(tiles):
-        raise ValueError(f"{len(tiles)} items for {len(positions)} positions")
+        raise ValueError(f"{len(tiles)} {noun}s for {len(positions)} positions")
     layers = np.zeros((len(tiles), h0, w0), dtype=np.uint8)
     for k, (tile, pos) in enumerate(zip(tiles, positions)):
         tile = np.asarray(tile)
         if tile.ndim != 2 or tile.dtype != np.uint8:
-            raise ValueError(f"item {k + 1} must be uint8 (h, w) pixels, got {tile.dtype} {tile.shape}")
+            raise ValueError(f"{noun} {k + 1} must be uint8 (h, w) pixels, got {tile.dtype} {tile.shape}")
         th, tw = tile.shape
         try:
             x, y = (int(v) for v in pos)
         except (TypeError, ValueError):
-            raise ValueError(f"item {k + 1}: position must be (x, y) whole numbers, got {pos!r}") from None
+            raise ValueError(f"{noun} {k + 1}: position must be (x, y) whole numbers, got {pos!r}") from None
         if not (0 <= x <= w0 - tw and 0 <= y <= h0 - th):
-            raise ValueError(f"item {k + 1} ({tw}x{th}) at x={x}, y={y} does not fit the {w0}x{h0} canvas: x must be "
+            raise ValueError(f"{noun} {k + 1} ({tw}x{th}) at x={x}, y={y} does not fit the {w0}x{h0} canvas: x must be "
                              f"in 0..{w0 - tw} and y in 0..{h0 - th}")
         layers[k, y : y + th, x : x + tw] = tile
     image = layers.max(axis=0)
