@@ -217,6 +217,20 @@ def test_defaults_stay_finite_and_beat_chance_on_val_within_3_epochs(tmp_path, f
     assert prep.tensor.shape == (1, 3, 32, 32) and torch.isfinite(t.logits_pass2).all()
 
 
+def test_held_out_run_records_its_split_and_evaluation_finds_the_same_images(tmp_path, flat, capsys):
+    res = run_train(tmp_path, "--dataset", flat, "--val-fraction", "0.25", "--normalize", "imagenet",
+                    "--image-size", "32", "--epochs", "1", "--batch-size", "32")
+    lm = gv.load_model(str(tmp_path / "final.pt"))
+    assert lm.preprocess["mean"] == list(IMAGENET_MEAN) and lm.meta["val_fraction"] == 0.25
+    assert "48 of 180 images held out" in lm.meta["layout"]  # round(0.25 * 30) = 8 of each class
+    val = load_folder_for_model(flat, lm.preprocess, lm.classes, split="val", val_fraction=0.25, seed=lm.meta["seed"])
+    assert len(val) == 48
+    assert accuracy(lm.model, val)["acc"] == pytest.approx(res["history"][0]["test_acc"], abs=1e-9)
+    # folder options are refused for a named dataset, with a message instead of a traceback
+    assert train_cli.main(["--out", str(tmp_path / "x"), *SMALL, "--normalize", "sample", "--epochs", "1"]) == 2
+    assert "apply to image folders" in capsys.readouterr().err
+
+
 def test_local_weights_file_and_frozen_backbone_learn_only_keys_queries_alphas_and_the_new_head(tmp_path, folder):
     import torchvision
 
@@ -251,6 +265,11 @@ def test_weights_for_a_builder_without_pretrained_weights_is_refused(tmp_path, f
     assert code == 2 and "ResNet builders" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not for resnet18"):
         gv.gatta_resnet18(weights="ResNet50_Weights.IMAGENET1K_V1", num_classes=6, input_size=32)
+    import torchvision
+
+    torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "r34.pt")
+    with pytest.raises(ValueError, match="does not fit torchvision's resnet18"):
+        gv.gatta_resnet18(weights=str(tmp_path / "r34.pt"), num_classes=6, input_size=32)
 
 
 def test_amp_trains_in_bfloat16_and_stays_finite(tmp_path, folder):
@@ -308,3 +327,28 @@ def test_the_data_package_has_no_import_cycle_and_no_import_inside_functions():
     assert not [m for m in graph if reaches(m, m)]
     assert {"clutter", "scenes", "folders"} <= graph["datasets"]
     assert "datasets" not in graph["clutter"] | graph["scenes"] | graph["folders"]
+
+
+def test_a_folder_checkpoint_opens_in_the_app_on_a_colour_image(tmp_path, folder, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    run_train(tmp_path / "run", "--dataset", folder, "--image-size", "32", "--epochs", "1", "--subset", "64",
+              "--batch-size", "32", "--no-eval")
+    models, samples = tmp_path / "models", tmp_path / "samples"
+    models.mkdir()
+    samples.mkdir()
+    shutil.copy(tmp_path / "run" / "final.pt", models / "colour.pt")
+    sample = os.path.join(folder, "val", "coffee", "val0003.png")
+    shutil.copy(sample, samples / "coffee.png")
+    monkeypatch.setenv("GATTA_VIZ_MODEL_DIR", str(models))
+    monkeypatch.setenv("GATTA_VIZ_SAMPLES", str(samples))
+    app = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app", "streamlit_app.py")
+    at = AppTest.from_file(app, default_timeout=180).run()
+    at.selectbox(key="model").set_value("colour.pt").run()
+    at.multiselect(key="samples").set_value(["coffee.png"]).run()
+    assert not at.exception and not at.error
+    lm = gv.load_model(str(models / "colour.pt"))
+    with torch.no_grad():
+        t = lm.model.trace(prepare_image(load_image(sample), lm.preprocess).tensor)
+    top = gv.topk(t.logits_pass2[0], lm.classes, 1)[0]
+    assert any(m.value.startswith(f"**Pass 2 (model output)**\n1. {top['label']}: {100 * top['prob']:.1f}%") for m in at.markdown)

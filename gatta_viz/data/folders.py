@@ -238,16 +238,17 @@ class FolderData(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(len(self.paths))
 
-    def _transform(self, img: Image.Image) -> Image.Image:
-        if not self.augment:
-            return resize_center_crop(img, self.preprocess)
+    def _random_crop(self):
+        """RandomResizedCrop + flip, made once (in the main process, before workers fork: torchvision loads once)."""
         if self._crop is None:
             from torchvision import transforms as T
 
-            lo, hi = CROP_SCALE
             size = tuple(int(s) for s in self.preprocess["size"])
-            self._crop = T.Compose([T.RandomResizedCrop(size, scale=(lo, hi)), T.RandomHorizontalFlip()])
-        return self._crop(img)
+            self._crop = T.Compose([T.RandomResizedCrop(size, scale=CROP_SCALE), T.RandomHorizontalFlip()])
+        return self._crop
+
+    def _transform(self, img: Image.Image) -> Image.Image:
+        return self._random_crop()(img) if self.augment else resize_center_crop(img, self.preprocess)
 
     def __getitem__(self, i: int) -> Tuple[torch.Tensor, int, str]:
         path = str(self.paths[i])
@@ -287,6 +288,8 @@ class FolderData(torch.utils.data.Dataset):
         Returns:
             A loader whose batches are ``(uint8 (B, C, H, W), labels (B,), problems)``; see :meth:`batches`.
         """
+        if self.augment:
+            self._random_crop()
         if world > 1:
             sampler = torch.utils.data.DistributedSampler(self, num_replicas=world, rank=rank, shuffle=shuffle,
                                                           seed=seed, drop_last=True)

@@ -160,7 +160,10 @@ def resnet(
     if weights is None or local:
         model = fn(weights=None)
         if local:
-            model.load_state_dict(_load_state_file(weights))
+            try:
+                model.load_state_dict(_load_state_file(weights))
+            except RuntimeError as e:  # missing, unexpected or misshapen tensors
+                raise ValueError(f"weights file {weights} does not fit torchvision's {arch}: {str(e)[:300]}") from None
     else:
         enum = torchvision.models.get_model_weights(arch)
         prefix, _, member = weights.rpartition(".")  # "ResNet18_Weights.IMAGENET1K_V1" or "IMAGENET1K_V1"
