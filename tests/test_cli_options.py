@@ -94,7 +94,8 @@ def test_cues_on_scene_data_average_singles_and_calibrate_the_sign(tmp_path, cap
 
     src = gv.bundled_path("fmnist-pairs-gatta-resnet")
     dst = tmp_path / "cued.pt"
-    code = main(["cues", src, str(dst), "--images", "400", "--calibrate", "20", "--threads", "1"])
+    code = main(["cues", src, str(dst), "--images", "400", "--calibrate", "20", "--threads", "1",
+                 "--data-root", "/usr/share/datasets/fashion-mnist"])
     assert code == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "400 images of fmnist-pairs-singles" in out and "steering cue sign" in out
@@ -110,7 +111,8 @@ def test_cues_on_scene_data_average_singles_and_calibrate_the_sign(tmp_path, cap
 
 @pytest.mark.parametrize("baseline, noise", [("black", None), ("road", "0.05")])
 def test_faithfulness_black_baseline_and_road_noise(baseline, noise, tmp_path, capsys):
-    argv = ["faithfulness", "--model", "fmnist-gatta-toy", "--n", "3", "--steps", "3", "--methods", "gain", "random",
+    model = ["--model", "fmnist-gatta-toy"] if baseline == "road" else ["--checkpoint", gv.bundled_path("fmnist-gatta-toy")]
+    argv = ["faithfulness", *model, "--n", "3", "--steps", "3", "--methods", "gain", "random",
             "--baseline", baseline, "--seed", "1", "--patch", "2", "--out", str(tmp_path)]
     code = main(argv + (["--noise", noise] if noise else []))
     assert code == 0, capsys.readouterr().err
