@@ -42,6 +42,9 @@ def test_map_options_validate_and_replace():
             gv.MapOptions(**bad)
     with pytest.raises(ValueError, match=r"unknown map option\(s\) \['gian'\]"):
         o.replace(gian=False)
+    q = torch.ones(8)
+    assert o.replace(cue=q) == o.replace(cue=q.clone()) != o.replace(cue=2 * q)  # query tensors compare by value
+    assert o.replace(cue="Bag") != o.replace(cue=q) and o == gv.MapOptions() and hash(o) == hash(gv.MapOptions())
 
 
 def test_figure_options_validate_and_replace():
@@ -196,3 +199,41 @@ def test_a_failed_write_leaves_no_file_behind(toy, bag, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="no space"):
         gv.write_explanation(ex, str(tmp_path / "o"), "bag")
     assert len(calls) == 3 and os.listdir(tmp_path / "o") == []  # the two files written first are removed too
+
+
+# ------------------------------------------------------------------ where the original lies in the input
+def test_placement_follows_the_preprocessing_by_hand():
+    pad = gv.placement_of((56, 28), None, (28, 28))  # a 2:1 image padded into 28x28: content rows 7..21
+    assert pad.crop is None and pad.to_original() == ((2.0, 2.0), (0.0, -14.0))
+    crop = gv.placement_of((64, 48), {"crop": "center", "resize": 32}, (28, 28))
+    # shorter side 48 -> 32, so 64 -> int(32 * 64 / 48) = 42; crop 28x28 from (7, 2) of the 42x32 image, whose
+    # pixels are 64/42 original pixels wide and 48/32 high
+    sx, sy = 64 / 42, 48 / 32
+    assert crop.crop == pytest.approx((7 * sx, 2 * sy, 35 * sx, 30 * sy))
+    assert crop.to_original() == (pytest.approx((sx, sy)), pytest.approx((7 * sx, 2 * sy)))
+
+
+def test_a_centre_crop_model_overlays_and_outlines_the_cropped_part_of_the_original(toy):
+    lm = gv.LoadedModel(toy.model, toy.builder, toy.kwargs, toy.classes,
+                        {**toy.preprocess, "crop": "center", "resize": 32}, toy.meta, toy.path)
+    rng = np.random.default_rng(1)
+    photo = Image.fromarray((rng.random((48, 64)) * 255).astype(np.uint8), "L")
+    prep = gv.prepare_image(photo, lm.preprocess)
+    ex = gv.explain(lm, prep, gradcam=False)
+    sx, sy = 64 / 42, 48 / 32
+    assert ex.placement.crop == pytest.approx((7 * sx, 2 * sy, 35 * sx, 30 * sy))  # x 10.7..53.3, y 3..45 of 64x48
+    over = np.asarray(gv.explanation_overlays(ex, on="original")["conv2"]).astype(int)
+    plain = np.asarray(photo.convert("RGB")).astype(int)
+    assert over.shape == plain.shape
+    assert np.array_equal(over[:, :10], plain[:, :10]) and np.array_equal(over[:, 54:], plain[:, 54:])  # not shown
+    assert np.array_equal(over[:3], plain[:3]) and np.array_equal(over[45:], plain[45:])
+    assert (over[5:44, 12:51] != plain[5:44, 12:51]).any(-1).mean() > 0.9  # the map is blended over the crop
+    # an item given in the photo's pixels lands in the input through the crop (clipped to it)
+    (box,) = [o.box for o in gv.rescale_outlines([((16, 6, 40, 48), "x")], photo.size, (28, 28), ex.placement)]
+    assert box == pytest.approx(((16 - 7 * sx) / sx, (6 - 3) / sy, (40 - 7 * sx) / sx, 28.0))  # bottom clipped
+    assert gv.rescale_outlines([((0, 0, 8, 8), "outside")], photo.size, (28, 28), ex.placement) == []
+    # outlines given in input pixels land on the original through the crop: the whole input is the crop's box
+    drawn = np.asarray(gv.explanation_overlays(ex, on="original", outlines=[((0, 0, 28, 28), "")])["conv2"])
+    assert drawn.shape == (3 * 48, 3 * 64, 3)  # enlarged 3x (to about 192 pixels)
+    left = round(3 * 7 * sx)
+    assert (drawn[72, left] == [0, 230, 118]).all() and not (drawn[72, left - 3] == [0, 230, 118]).all()

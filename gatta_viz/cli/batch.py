@@ -232,7 +232,7 @@ class _Run:
         drawn = None
         found = self.outlines_of(path) if self.outlines_of is not None else None
         try:
-            drawn = rescale_outlines(found, prep.original.size, ex.image.shape[:2]) if found else None
+            drawn = rescale_outlines(found, prep.original.size, ex.image.shape[:2], ex.placement) if found else None
         except ValueError as e:  # an index made for other images: say so, explain the image anyway
             tqdm.write(f"warning: {name}: outlines not drawn ({e})", file=sys.stderr)
         paths = write_explanation(ex, self.out_dir, stem, self.figure, drawn, self.renderers, source=path)

@@ -19,6 +19,7 @@ from .contributions import ablation_scores, layer_statistics
 from .cue import CUSTOM_QUERY, CuedForward, cued_ablation, resolve_cue
 from .maps import normalize, normalize_shared, normalize_with_scales, upsample
 from .options import MapOptions
+from .placement import placement_of
 from .record import Explanation, MapResult, topk
 from ..core.hooks import temporarily_eval
 from ..data.preprocess import PreparedImage
@@ -177,9 +178,10 @@ def _explain_gatta(net, x, query, cue_name, opts: MapOptions, names, true_label,
         _scale(results, opts, bool(opts.gradcam and conv))
         first = results[0][0]
         cued, uncued = (first, results[1][0] if len(results) == 2 else None) if query is not None else (None, first)
-        image, inverted, original = display(i)
+        image, inverted, original, where = display(i)
         out.append(Explanation(image=image, classes=classes, options=opts, uncued=uncued, cued=cued, cue=cue_name,
-                               true_label=labels[i], inverted=inverted, original=original, untrained=untrained))
+                               true_label=labels[i], inverted=inverted, original=original, untrained=untrained,
+                               placement=where))
     return out
 
 
@@ -212,9 +214,9 @@ def _explain_plain(net, x, opts: MapOptions, names, true_label, display) -> List
         maps = normalize({n: upsample(c[i], size) for n, c in cams.items()}, opts.signed, opts.joint)
         res = MapResult(trace=None, native={}, heatmaps={}, raw={}, top_pass1=top, top_pass2=top, table=[],
                         logits=logits[i].detach().cpu().numpy(), gradcam=maps)
-        image, inverted, original = display(i)
+        image, inverted, original, where = display(i)
         out.append(Explanation(image=image, classes=classes, options=opts, uncued=res, true_label=labels[i],
-                               inverted=inverted, original=original, is_gatta=False))
+                               inverted=inverted, original=original, is_gatta=False, placement=where))
     return out
 
 
@@ -232,9 +234,13 @@ def explain_batch(model, prepared: Inputs, options: Optional[MapOptions] = None,
     x, shown, inverted, originals, _ = _as_batch(prepared)
     x = x.to(next(net.parameters()).device)
 
+    preprocess = model.preprocess if isinstance(model, LoadedModel) else None
+
     def display(i: int):
         image = np.asarray(shown[i] if shown is not None else image_for_display(x[i]), dtype=np.float32)
-        return image, inverted[i], originals[i]
+        o = originals[i]
+        where = placement_of(o.size, preprocess, tuple(x.shape[2:])) if o is not None else None
+        return image, inverted[i], o, where
 
     query, cue_name = resolve_cue(model, opts.cue)  # a cue for a plain CNN is refused here, naming the model
     if not is_gatta(net):

@@ -10,7 +10,7 @@ import torch
 __all__ = ["MapOptions"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MapOptions:
     """Options of the maps an explanation computes.
 
@@ -69,6 +69,23 @@ class MapOptions:
         if unknown:
             raise ValueError(f"unknown map option(s) {unknown}; options are {sorted(known)}")
         return dataclasses.replace(self, **changes)
+
+    def __eq__(self, other: object) -> bool:
+        """Field by field; a query tensor given as ``cue`` compares by value (``torch.equal``)."""
+        if not isinstance(other, MapOptions):
+            return NotImplemented
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if torch.is_tensor(a) or torch.is_tensor(b):
+                if not (torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape and torch.equal(a, b)):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+    def __hash__(self) -> int:
+        return hash(tuple(id(v) if torch.is_tensor(v) else v for v in (getattr(self, f.name)
+                                                                          for f in dataclasses.fields(self))))
 
     @property
     def map_kind(self) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .options import MapOptions
+from .placement import Placement
 from ..core.trace import GAttATrace
 
 __all__ = ["topk", "MapResult", "Explanation"]
@@ -111,6 +112,8 @@ class Explanation:
         original: the image before preprocessing (a PIL image, for overlays at its own resolution), if known.
         untrained: every alpha is 0 (GAttA parameters never trained): maps carry no learned attention.
         is_gatta: False for a plain CNN (Grad-CAM and predictions only).
+        placement: where the original lies in the input (:class:`~gatta_viz.compute.placement.Placement`; None:
+            padded whole, the default preprocessing).
 
     The old one-result names (``ex.trace``, ``ex.heatmaps``, ``ex.prediction``...) read :attr:`shown`: the cued
     result under a cue, else the uncued one.
@@ -127,6 +130,7 @@ class Explanation:
     original: Any = field(default=None, repr=False)
     untrained: bool = False
     is_gatta: bool = True
+    placement: Optional[Placement] = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ which result is which
     @property

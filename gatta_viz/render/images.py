@@ -1,14 +1,15 @@
 """Maps as pictures: colour a heatmap, blend it over the input the model saw or over the original image at its own
-resolution; where the original lies in the model input (:func:`content_box`)."""
+resolution (where the original lies in the input: :mod:`gatta_viz.compute.placement`)."""
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Optional, Union
 
 import numpy as np
 from PIL import Image
 
 from ..compute.arrays import to_rgb_array
 from ..compute.maps import upsample
+from ..compute.placement import Placement, content_box
 
 __all__ = ["check_cmap", "colorize", "colorbar_strip", "overlay", "content_box", "overlay_on_original"]
 
@@ -92,38 +93,13 @@ def overlay(
     return Image.fromarray(np.round(np.clip(blended, 0, 1) * 255).astype(np.uint8), "RGB")
 
 
-def content_box(original_size: Tuple[int, int], input_size: Tuple[int, int]) -> Tuple[int, int, int, int]:
-    """Where the original image lies inside the model input after padding to the input's aspect ratio.
-
-    The preprocessing (``gv.prepare_image``) fits the image inside the input keeping its aspect ratio and
-    centres it (PIL ``ImageOps.pad``): this returns that region, in input pixels.
-
-    Args:
-        original_size: (width, height) of the original image.
-        input_size: (width, height) of the model input.
-    Returns:
-        (left, top, width, height) of the original's content in the input; at least one pixel wide and high
-        (an image of extreme aspect ratio, e.g. 1x500, covers a line of the input).
-    """
-    w0, h0 = int(original_size[0]), int(original_size[1])
-    w, h = int(input_size[0]), int(input_size[1])
-    if min(w0, h0, w, h) <= 0:
-        raise ValueError(f"sizes must be positive, got original {original_size} and input {input_size}")
-    if w0 / h0 > w / h:
-        nh = max(1, round(h0 / w0 * w))  # a very wide image still covers one row of the input
-        return 0, round((h - nh) * 0.5), w, nh
-    if w0 / h0 < w / h:
-        nw = max(1, round(w0 / h0 * h))  # a very tall one still covers one column
-        return round((w - nw) * 0.5), 0, nw, h
-    return 0, 0, w, h
-
-
 def overlay_on_original(
     original: Union[Image.Image, np.ndarray],
     heat: np.ndarray,
     cmap: str = "RdBu_r",
     opacity: float = 0.5,
     signed: bool = True,
+    placement: Optional[Placement] = None,
 ) -> Image.Image:
     """Blend a map computed on the model input over the original image, at the original's resolution and colours.
 
@@ -135,6 +111,9 @@ def overlay_on_original(
         original: the decoded image before preprocessing (``PreparedImage.original``).
         heat: normalised map at the model input's size.
         cmap, opacity, signed: as in :func:`overlay`.
+        placement: how the original went into the input (:class:`~gatta_viz.compute.placement.Placement`);
+            default: padded whole. For a resize-and-centre-crop model the map covers the cropped part of the
+            original only; the rest is left as it is.
     Returns:
         RGB PIL image of the original's size.
     """
@@ -143,5 +122,24 @@ def overlay_on_original(
         raise ValueError(f"heat must be a 2-D map, got shape {heat.shape}")
     rgb = to_rgb_array(original)
     h0, w0 = rgb.shape[:2]
-    left, top, w, h = content_box((w0, h0), (heat.shape[1], heat.shape[0]))
-    return overlay(rgb, heat[top : top + h, left : left + w], cmap, opacity, signed)
+    if placement is None or placement.crop is None:
+        left, top, w, h = content_box((w0, h0), (heat.shape[1], heat.shape[0]))
+        return overlay(rgb, heat[top : top + h, left : left + w], cmap, opacity, signed)
+    return _overlay_on_crop(rgb, heat, placement.crop, cmap, opacity, signed)
+
+
+def _overlay_on_crop(rgb: np.ndarray, heat: np.ndarray, crop, cmap: str, opacity: float, signed: bool) -> Image.Image:
+    """Blend ``heat`` over the part of ``rgb`` that a centre crop of (x0, y0, x1, y1) original pixels showed."""
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    h0, w0 = rgb.shape[:2]
+    x0, y0, x1, y1 = crop
+    cw, ch = max(1, round(x1 - x0)), max(1, round(y1 - y0))
+    full = colorize(upsample(heat, (ch, cw)), cmap, signed)  # the map over the crop, in original pixels
+    ox, oy = round(x0), round(y0)
+    a0, b0, a1, b1 = max(0, ox), max(0, oy), min(w0, ox + cw), min(h0, oy + ch)
+    out = rgb.copy()
+    if a1 > a0 and b1 > b0:
+        part = full[b0 - oy : b1 - oy, a0 - ox : a1 - ox]
+        out[b0:b1, a0:a1] = (1.0 - opacity) * rgb[b0:b1, a0:a1] + opacity * part
+    return Image.fromarray(np.round(np.clip(out, 0, 1) * 255).astype(np.uint8), "RGB")

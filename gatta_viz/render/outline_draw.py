@@ -7,16 +7,20 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from .images import content_box
+from ..compute.placement import Placement, content_box
 from .outlines import OUTLINE_STROKE, Outline, OutlineLike, OutlineShape, as_outlines, outline_shapes
 from ..compute.arrays import to_rgb_array
 
 __all__ = ["draw_outlines", "draw_outlines_on_axes"]
 
 
-def _frame(size_hw: Tuple[int, int], input_size: Tuple[int, int], scale: int) -> Tuple[Tuple[float, float], Tuple[float, float]]:
+def _frame(size_hw: Tuple[int, int], input_size: Tuple[int, int], scale: int,
+           placement: Optional[Placement] = None) -> Tuple[Tuple[float, float], Tuple[float, float]]:
     """(scale, origin) taking input pixel coordinates onto an image of ``size_hw`` enlarged ``scale`` times."""
     h0, w0 = size_hw
+    if placement is not None and placement.crop is not None and (h0, w0) != tuple(input_size):
+        (sx, sy), (ox, oy) = placement.to_original()  # input x -> original x * sx + ox
+        return (scale * sx, scale * sy), (-ox / sx, -oy / sy)
     if (h0, w0) == tuple(input_size):
         return (float(scale), float(scale)), (0.0, 0.0)
     left, top, cw, ch = content_box((w0, h0), (input_size[1], input_size[0]))  # the original: its content region
@@ -48,7 +52,8 @@ def _label_spots(draw, shapes: Sequence[OutlineShape], font, size: Tuple[int, in
 
 
 def draw_outlines(image: Union[Image.Image, np.ndarray], outlines: Optional[Iterable[OutlineLike]],
-                  input_size: Optional[Tuple[int, int]] = None, scale: int = 1, labels: bool = True) -> Image.Image:
+                  input_size: Optional[Tuple[int, int]] = None, scale: int = 1, labels: bool = True,
+                  placement: Optional[Placement] = None) -> Image.Image:
     """An image with item outlines drawn on it, enlarged ``scale`` times without smoothing.
 
     Outlines are given in model-input pixels; ``input_size`` (H, W) is the model input's size when ``image``
@@ -62,6 +67,7 @@ def draw_outlines(image: Union[Image.Image, np.ndarray], outlines: Optional[Iter
         input_size: (H, W) the outlines' coordinates refer to; default the image's own size.
         scale: whole-number enlargement (lines are 1 px wide at the enlarged size, so use >= 3 for small inputs).
         labels: write the labels.
+        placement: how an original image went into the input (default: padded whole, :func:`content_box`).
     Returns:
         RGB PIL image of (scale x) the image's size.
     Raises:
@@ -80,7 +86,7 @@ def draw_outlines(image: Union[Image.Image, np.ndarray], outlines: Optional[Iter
         rgb = rgb.resize((w0 * scale, h0 * scale), Image.Resampling.NEAREST)
     if not items:
         return rgb
-    factors, origin = _frame((h0, w0), size, scale)
+    factors, origin = _frame((h0, w0), size, scale, placement)
     shapes = outline_shapes(items, factors, origin)
     draw = ImageDraw.Draw(rgb)
     width = max(1, round(min(rgb.size) / 160))

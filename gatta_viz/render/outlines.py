@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .images import content_box
+from ..compute.placement import Placement, content_box
 
 __all__ = ["OUTLINE_COLOURS", "OUTLINE_COLOUR_NAMES", "OUTLINE_STROKE", "Outline", "OutlineShape", "as_outlines",
            "outlines_from_index", "rescale_outlines", "mask_edges", "outline_shapes", "colour_of"]
@@ -168,25 +168,38 @@ def outlines_from_index(index: Union[str, Mapping[str, Any]]) -> Dict[str, List[
 
 
 def rescale_outlines(outlines: Optional[Iterable[OutlineLike]], original_size: Tuple[int, int],
-                     input_size: Tuple[int, int]) -> List[Outline]:
+                     input_size: Tuple[int, int], placement: Optional[Placement] = None) -> List[Outline]:
     """Outlines given in an original image's pixels, moved to the model input it was prepared into.
 
-    The preprocessing (``gv.prepare_image``) pads the image to the input's aspect ratio, centred, and resizes it
-    (:func:`content_box`); boxes follow the same path (masks are dropped when the sizes differ: their boxes are
-    kept). With equal sizes the outlines are returned unchanged.
+    The default preprocessing (``gv.prepare_image``) pads the image to the input's aspect ratio, centred, and
+    resizes it (:func:`content_box`); a resize-and-centre-crop model's (``placement`` with ``crop``) shows a part of
+    it, and boxes are clipped to that part (an item wholly outside it is dropped). Boxes follow the same path
+    (masks are dropped when the sizes differ: their boxes are kept). With equal sizes and no crop the outlines are
+    returned unchanged.
 
     Args:
         outlines: see :func:`as_outlines`, in the original's pixels.
         original_size: (width, height) of the original image (PIL's ``size``).
         input_size: (H, W) of the model input.
+        placement: how the original went into the input (default: padded whole).
     Returns:
         Outlines in model-input pixels.
     """
     w0, h0 = int(original_size[0]), int(original_size[1])
     h, w = int(input_size[0]), int(input_size[1])
     items = as_outlines(outlines, (h0, w0))
-    if (w0, h0) == (w, h):
+    crop = placement is not None and placement.crop is not None
+    if (w0, h0) == (w, h) and not crop:
         return items
+    if crop:
+        (sx, sy), (ox, oy) = placement.to_original()
+        out = []
+        for o in items:
+            x0, y0, x1, y1 = ((o.box[0] - ox) / sx, (o.box[1] - oy) / sy, (o.box[2] - ox) / sx, (o.box[3] - oy) / sy)
+            x0, y0, x1, y1 = max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)
+            if x1 > x0 and y1 > y0:
+                out.append(Outline((x0, y0, x1, y1), o.label, o.colour))
+        return out
     left, top, cw, ch = content_box((w0, h0), (w, h))
     sx, sy = cw / w0, ch / h0
     out = []

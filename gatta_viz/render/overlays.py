@@ -50,11 +50,13 @@ def explanation_overlays(ex: Explanation, options: Optional[FigureOptions] = Non
     maps = res.heatmaps if which == "heatmaps" else res.gradcam
     signed = ex.options.signed
     if on == "original" and ex.original is not None:
-        out = {n: overlay_on_original(ex.original, h, opts.cmap, opts.opacity, signed) for n, h in maps.items()}
+        out = {n: overlay_on_original(ex.original, h, opts.cmap, opts.opacity, signed, ex.placement)
+               for n, h in maps.items()}
         if outlines is None:
             return out
         k = scale or outline_scale(ex.original.size)
-        return {n: draw_outlines(img, outlines, input_size=ex.image.shape[:2], scale=k) for n, img in out.items()}
+        return {n: draw_outlines(img, outlines, input_size=ex.image.shape[:2], scale=k, placement=ex.placement)
+                for n, img in out.items()}
     out = {n: overlay(ex.image, h, opts.cmap, opts.opacity, signed) for n, h in maps.items()}
     if outlines is None:
         return out
