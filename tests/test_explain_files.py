@@ -65,6 +65,17 @@ def test_colliding_names_give_three_files_and_three_index_entries(tmp_path, caps
 
 
 # ------------------------------------------------------------------ the output folder
+def test_an_output_folder_inside_the_inputs_is_not_explained_again(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(os.path.join(SAMPLES, "bag_test00018.png"), src / "bag.png")
+    for _ in range(2):  # the second run finds the first run's PNGs under in/out and leaves them alone
+        code, _, err = run(["explain", str(src), "--out", str(src / "out")] + TOY, capsys)
+        assert code == 0, err
+        assert [r["name"] for r in strict_load(src / "out" / "index.json")["written"]] == ["bag.png"]
+    assert "file(s) inside --out" in err and "are not explained" in err
+
+
 def test_out_is_refused_when_written_by_other_settings_or_holding_other_files(tmp_path, capsys):
     img = os.path.join(SAMPLES, "bag_test00018.png")
     out = tmp_path / "o"

@@ -165,6 +165,11 @@ def run(args: argparse.Namespace) -> int:
     found, missing = collect_inputs(args.inputs)
     for m in missing:
         print(f"skipped {m}: no such file or directory", file=sys.stderr)
+    out_real = os.path.realpath(args.out) + os.sep
+    own = [n for p, n in found if os.path.realpath(p).startswith(out_real)]
+    if own:  # an earlier run's figures and overlays inside the inputs are not images to explain
+        print(f"note: {len(own)} file(s) inside --out {args.out} are not explained (e.g. {own[0]})", file=sys.stderr)
+        found = [(p, n) for p, n in found if not os.path.realpath(p).startswith(out_real)]
     if not found and not missing:
         raise A.UsageError("no image files found in the inputs")
     settings = run_settings("explain", loaded, maps, figure, args.boxes)
