@@ -6,7 +6,6 @@ code draws ``ex.rows`` (uncued first, then cued): the one place where the order 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Dict, List, Optional, Sequence, Union
 
