@@ -1,12 +1,9 @@
 """Options of evaluate, recalibrate, cues, faithfulness and export that no other test runs, each checked against
 the library called by hand: evaluate on an image folder and without 0 among the noise levels, recalibrate through
 the CLI, cues on scene data with sign calibration, faithfulness with the black baseline and ROAD noise."""
-import json
 import math
 import os
-import shutil
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -14,13 +11,7 @@ from PIL import Image
 import gatta_viz as gv
 from gatta_viz.cli import main
 
-
-def strict_load(path):
-    """json.load that refuses NaN/Infinity (as strict parsers do)."""
-    def refuse(name):
-        raise ValueError(f"non-standard JSON constant {name}")
-    with open(path) as f:
-        return json.load(f, parse_constant=refuse)
+from cli_run import strict_load
 
 
 def test_pass_changes_are_measured_on_clean_images_whatever_the_sigmas():

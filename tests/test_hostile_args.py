@@ -15,8 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from gatta_viz.cli import COMMANDS, main
+from gatta_viz.cli import COMMANDS
 from gatta_viz.models.checkpoint import bundled_path
+
+from cli_run import run_cli
 
 # (command, argv, regex the one stderr line must match)
 ROWS = [
@@ -191,16 +193,6 @@ def snapshot(*roots):
                 st = os.stat(p)
                 out[p] = (st.st_size, st.st_mtime_ns) if os.path.isfile(p) else "dir"
     return out
-
-
-def run_cli(argv, capsys):
-    """(exit code, stdout, stderr) of ``gatta-viz ARGV`` run in this process."""
-    try:
-        code = main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 BAR = re.compile(r"\d+%\|.*\|.*\[.*\]")  # a tqdm progress bar

@@ -50,7 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``gatta-viz``. Returns the exit code: 0, 2 for a user's mistake (one line on stderr, no
     traceback; also what a parse error exits with), 130 for Ctrl-C (one line: a sub-command may supply its own by
     raising :class:`gatta_viz.cli.args.Interrupted`)."""
-    from .args import Interrupted, Parser, UsageError, report_interrupt
+    from .args import Parser, UsageError, report_interrupt
 
     parser = Parser(prog="gatta-viz", description="GAttANet interpretability toolkit")
     sub = parser.add_subparsers(dest="command", required=True)  # sub-parsers are Parsers too: one-line errors
