@@ -111,6 +111,10 @@ def test_a_plain_cnn_is_explained_by_the_library(bag):
     files = {f.key: f for f in gv.explanation_files(ex, "bag")}
     assert "figure" not in files and set(files) == {"overlay_layer1", "overlay_layer2", "overlay_layer3", "maps",
                                                     "summary"}
+    with pytest.raises(ValueError, match=r"gradcam_target 10 is not a class of this model \(0..9\)"):
+        gv.explain(lm, bag, gradcam_target=10)
+    with pytest.raises(ValueError, match=r"gradcam_target 10 is not a class of this model \(0..9\)"):
+        gv.explain(gv.load_model("fmnist-gatta-toy"), bag, gradcam_target=10)
     with pytest.raises(ValueError, match="a top-down cue needs a GAttA model: fmnist_resnet"):
         gv.explain(lm, bag, cue="Bag")
     with pytest.raises(ValueError, match="Fig. 3 draws GAttA maps"):

@@ -103,6 +103,12 @@ def _chosen_conv(trace, layers: Optional[Sequence[str]]) -> List[str]:
     return [n for n in conv if n in layers]
 
 
+def _check_target(opts: MapOptions, n_classes: int) -> None:
+    t = opts.gradcam_target
+    if t is not None and not 0 <= t < n_classes:
+        raise ValueError(f"gradcam_target {t} is not a class of this model (0..{n_classes - 1})")
+
+
 def _gradcams(forward, x: torch.Tensor, conv: Sequence[str], target: torch.Tensor) -> dict:
     from .attributions import gradcam  # captum (and with it matplotlib) only when Grad-CAM is asked for
 
@@ -117,6 +123,7 @@ def _gatta_runs(net, x: torch.Tensor, query, opts: MapOptions):
     with torch.no_grad():
         traces = [net.trace(x, query=q) for q in queries]
     conv = _chosen_conv(traces[0], opts.layers)
+    _check_target(opts, traces[0].logits_pass2.shape[1])
     runs = []
     for q, trace in zip(queries, traces):
         pred = trace.logits_pass2.argmax(1)
@@ -203,6 +210,7 @@ def _explain_plain(net, x, opts: MapOptions, names, true_label, display) -> List
     n_classes = logits.shape[1]
     classes = _class_names(names, n_classes)
     labels = _labels(true_label, x.shape[0], n_classes)
+    _check_target(opts, n_classes)
     pred = logits.argmax(1)
     target = pred if opts.gradcam_target is None else torch.full_like(pred, opts.gradcam_target)
     with temporarily_eval(net):
