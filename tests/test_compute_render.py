@@ -241,3 +241,17 @@ def test_a_centre_crop_model_overlays_and_outlines_the_cropped_part_of_the_origi
     assert drawn.shape == (3 * 48, 3 * 64, 3)  # enlarged 3x (to about 192 pixels)
     left = round(3 * 7 * sx)
     assert (drawn[72, left] == [0, 230, 118]).all() and not (drawn[72, left - 3] == [0, 230, 118]).all()
+
+
+def test_a_non_finite_pass_2_is_named_as_such_not_blamed_on_a_map():
+    torch.manual_seed(0)
+    m = gv.gatta_compact_resnet(widths=(8, 16, 32), blocks=(1, 1, 1), d=8).eval()
+    x = torch.randn(3, 1, 28, 28)
+    assert len(gv.explain(m, x, gradcam=False)) == 3  # finite: explained
+    m.alpha_of("layer2").data.fill_(1e38)
+    m.alpha_of("layer3").data.fill_(1e38)
+    with pytest.raises(ValueError, match=r"^image 0 of the batch \(and 2 more\): non-finite trace: pass 2") as e:
+        gv.explain(m, x, gradcam=False)
+    assert "contains NaN" not in str(e.value)
+    with pytest.raises(ValueError, match=r"^non-finite trace: pass 2"):
+        gv.explain(m, x[:1], gradcam=False)

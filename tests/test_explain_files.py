@@ -1,6 +1,5 @@
 """Explaining folders of files: unique output names, a guarded output folder, per-file errors (decoding, drawing,
 writing), images of extreme aspect ratio, resized images named, model options checked, strict JSON, Ctrl-C."""
-import json
 import os
 import shutil
 import signal
@@ -13,29 +12,12 @@ import torch
 from PIL import Image
 
 import gatta_viz as gv
-from gatta_viz.cli import batch, main
+from cli_run import run_cli, strict_load
+from gatta_viz.cli import batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(REPO, "sample_images", "fashion-mnist")
 TOY = ["--model", "fmnist-gatta-toy"]
-
-
-def run(argv, capsys):
-    """(exit code, stdout, stderr) of ``gatta-viz ARGV`` in-process (a parse error's SystemExit caught)."""
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def strict_load(path):
-    def refuse(name):
-        raise ValueError(f"{path}: bare {name} is not JSON")
-
-    with open(path) as f:
-        return json.load(f, parse_constant=refuse)
 
 
 # ------------------------------------------------------------------ names
@@ -51,7 +33,7 @@ def test_colliding_names_give_three_files_and_three_index_entries(tmp_path, caps
     src.mkdir()
     for name in ("a b.png", "a_b.png", "a_b_2.png"):
         shutil.copy(os.path.join(SAMPLES, "bag_test00018.png"), src / name)
-    code, _, err = run(["explain", str(src), "--out", str(tmp_path / "o")] + TOY, capsys)
+    code, _, err = run_cli(["explain", str(src), "--out", str(tmp_path / "o")] + TOY, capsys)
     assert code == 0, err
     index = strict_load(tmp_path / "o" / "index.json")
     summaries = [r["files"]["summary"] for r in index["written"]]
@@ -69,7 +51,7 @@ def test_an_output_folder_inside_the_inputs_is_not_explained_again(tmp_path, cap
     src.mkdir()
     shutil.copy(os.path.join(SAMPLES, "bag_test00018.png"), src / "bag.png")
     for _ in range(2):  # the second run finds the first run's PNGs under in/out and leaves them alone
-        code, _, err = run(["explain", str(src), "--out", str(src / "out")] + TOY, capsys)
+        code, _, err = run_cli(["explain", str(src), "--out", str(src / "out")] + TOY, capsys)
         assert code == 0, err
         assert [r["name"] for r in strict_load(src / "out" / "index.json")["written"]] == ["bag.png"]
     assert "file(s) inside --out" in err and "are not explained" in err
@@ -78,17 +60,17 @@ def test_an_output_folder_inside_the_inputs_is_not_explained_again(tmp_path, cap
 def test_out_is_refused_when_written_by_other_settings_or_holding_other_files(tmp_path, capsys):
     img = os.path.join(SAMPLES, "bag_test00018.png")
     out = tmp_path / "o"
-    assert run(["explain", img, "--out", str(out)] + TOY, capsys)[0] == 0
+    assert run_cli(["explain", img, "--out", str(out)] + TOY, capsys)[0] == 0
     first = sorted(os.listdir(out))
     # the same settings again: allowed, the same files
-    assert run(["explain", img, "--out", str(out)] + TOY, capsys)[0] == 0
+    assert run_cli(["explain", img, "--out", str(out)] + TOY, capsys)[0] == 0
     assert sorted(os.listdir(out)) == first
     # other settings: refused before anything is written, naming what differs
-    code, _, err = run(["explain", img, "--out", str(out), "--raw"] + TOY, capsys)
+    code, _, err = run_cli(["explain", img, "--out", str(out), "--raw"] + TOY, capsys)
     assert code == 2 and "other settings (maps differ)" in err and "--overwrite" in err and "Traceback" not in err
     assert sorted(os.listdir(out)) == first
     # --overwrite empties it first: only the new run's files remain
-    code, _, _ = run(["explain", os.path.join(SAMPLES, "coat_test00006.png"), "--out", str(out), "--raw",
+    code, _, _ = run_cli(["explain", os.path.join(SAMPLES, "coat_test00006.png"), "--out", str(out), "--raw",
                       "--overwrite"] + TOY, capsys)
     assert code == 0
     assert sorted(os.listdir(out)) == sorted(f.replace("bag_test00018", "coat_test00006") for f in first)
@@ -97,13 +79,13 @@ def test_out_is_refused_when_written_by_other_settings_or_holding_other_files(tm
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
-    code, _, err = run(["explain", img, "--out", str(other)] + TOY, capsys)
+    code, _, err = run_cli(["explain", img, "--out", str(other)] + TOY, capsys)
     assert code == 2 and "not written by gatta-viz explain (e.g. notes.txt)" in err
-    code, _, err = run(["explain", img, "--out", str(other), "--overwrite"] + TOY, capsys)
+    code, _, err = run_cli(["explain", img, "--out", str(other), "--overwrite"] + TOY, capsys)
     assert code == 2 and "notes.txt" in err and (other / "notes.txt").read_text() == "keep me"
     # a stray file next to an earlier run: refused too
     (out / "stray.png").write_bytes(b"x")
-    code, _, err = run(["explain", os.path.join(SAMPLES, "coat_test00006.png"), "--out", str(out), "--raw"] + TOY,
+    code, _, err = run_cli(["explain", os.path.join(SAMPLES, "coat_test00006.png"), "--out", str(out), "--raw"] + TOY,
                        capsys)
     assert code == 2 and "did not write (e.g. stray.png)" in err
 
@@ -123,7 +105,7 @@ def _thin_folder(tmp_path):
 
 def test_extreme_aspect_ratios_are_refused_by_name_and_the_others_explained(tmp_path, capsys):
     d = _thin_folder(tmp_path)
-    code, out, err = run(["explain", str(d), "--out", str(tmp_path / "o")] + TOY, capsys)
+    code, out, err = run_cli(["explain", str(d), "--out", str(tmp_path / "o")] + TOY, capsys)
     assert code == 1 and "Traceback" not in out + err
     index = strict_load(tmp_path / "o" / "index.json")
     assert sorted(r["name"] for r in index["written"]) == ["bag_test00018.png", "narrow_3x100.png", "trouser_test00002.png"]
@@ -162,7 +144,7 @@ def test_a_failure_while_drawing_or_writing_one_file_is_named_and_the_batch_goes
     d.mkdir()
     for f in ("bag_test00018.png", "trouser_test00002.png", "coat_test00006.png"):
         shutil.copy(os.path.join(SAMPLES, f), d / f)
-    code, out, err = run(["explain", str(d), "--out", str(tmp_path / "o"), "--batch-size", "3"] + TOY, capsys)
+    code, out, err = run_cli(["explain", str(d), "--out", str(tmp_path / "o"), "--batch-size", "3"] + TOY, capsys)
     assert code == 1 and "Traceback" not in out + err
     assert "skipped trouser_test00002.png: cannot be drawn or written (RuntimeError: disk on fire)" in err
     index = strict_load(tmp_path / "o" / "index.json")
@@ -187,7 +169,7 @@ def test_a_failure_while_explaining_isolates_the_file(tmp_path, capsys, monkeypa
     Image.fromarray(bright).save(d / "bright.png")
     shutil.copy(os.path.join(SAMPLES, "sandal_test00008.png"), d / "sandal.png")
     assert np.asarray(Image.open(d / "sandal.png")).mean() < 60
-    code, _, err = run(["explain", str(d), "--out", str(tmp_path / "o")] + TOY, capsys)
+    code, _, err = run_cli(["explain", str(d), "--out", str(tmp_path / "o")] + TOY, capsys)
     index = strict_load(tmp_path / "o" / "index.json")
     assert code == 1 and [r["name"] for r in index["written"]] == ["sandal.png"]
     assert "skipped bright.png: cannot be explained (RuntimeError: cannot trace this one)" in err
@@ -196,7 +178,7 @@ def test_a_failure_while_explaining_isolates_the_file(tmp_path, capsys, monkeypa
 # ------------------------------------------------------------------ resized images, model options, JSON
 def test_resized_images_are_said_once_each(tmp_path, capsys):
     clutter = os.path.join(REPO, "sample_images", "clutter", "clutter_00000.png")
-    code, _, err = run(["explain", clutter, os.path.join(SAMPLES, "bag_test00018.png"), "--out",
+    code, _, err = run_cli(["explain", clutter, os.path.join(SAMPLES, "bag_test00018.png"), "--out",
                         str(tmp_path / "o")] + TOY, capsys)
     assert code == 0
     assert err.count("resized") == 1 and "clutter_00000.png: 48x48 resized to the model's 28x28 input" in err
@@ -216,7 +198,7 @@ def test_model_options_are_checked(tmp_path, capsys):
              (["--model", str(tmp_path / "adir")], "is a folder, not a checkpoint file"),
              (["--dpi", "5"], "dpi"), (["--dpi", "10000"], "dpi")]
     for extra, message in cases:
-        code, _, err = run(["explain", img, "--out", str(tmp_path / "o")] + extra, capsys)
+        code, _, err = run_cli(["explain", img, "--out", str(tmp_path / "o")] + extra, capsys)
         assert code == 2 and message in err and "did you mean" not in err and "Traceback" not in err, (extra, err)
         assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
 
@@ -266,3 +248,12 @@ def test_ctrl_c_during_explain_ends_with_one_line_and_keeps_whole_files(tmp_path
     for r in index["written"]:  # every image listed is complete
         assert all(os.path.getsize(f) > 0 for f in r["files"].values())
     assert not [f for f in os.listdir(out) if ".tmp" in f]
+
+
+def test_the_demo_finds_its_samples_in_the_package_without_the_repository(monkeypatch):
+    from gatta_viz.cli import demo
+
+    assert demo.samples_folder() == demo.SAMPLES_DIR
+    monkeypatch.setattr(demo, "SAMPLES_DIR", "/nonexistent")
+    assert demo.samples_folder() == demo.PACKAGED_SAMPLES
+    assert sorted(os.listdir(demo.PACKAGED_SAMPLES)) == sorted(os.listdir(SAMPLES))  # the same 30 images

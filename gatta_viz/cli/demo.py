@@ -25,10 +25,22 @@ from ..compute.options import MapOptions
 from ..render.options import FigureOptions
 from ..render.save import alpha_bars, save_figure
 
-__all__ = ["SAMPLES_DIR", "build_parser", "run", "main"]
+__all__ = ["SAMPLES_DIR", "PACKAGED_SAMPLES", "samples_folder", "build_parser", "run", "main"]
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # gatta_viz/cli/demo.py -> repo
 SAMPLES_DIR = os.path.join(_REPO, "sample_images", "fashion-mnist")
+# the same 30 samples shipped inside the package (what a wheel install has instead of the repository's folder)
+PACKAGED_SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app", "samples",
+                                "fashion-mnist")
+
+
+def samples_folder() -> str:
+    """The sample images: the repository's folder, else the package's copy, else the first Fashion-MNIST test
+    images written out."""
+    for folder in (SAMPLES_DIR, PACKAGED_SAMPLES):
+        if os.path.isdir(folder) and os.listdir(folder):
+            return folder
+    return _fallback_samples()
 
 
 def _fallback_samples(n: int = 12) -> str:
@@ -85,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     lm = load_model_arg(args.model, args.checkpoint)
     if not lm.is_gatta:
         raise A.UsageError(f"model {lm.name} has no GAttA layers; the demo needs a GAttA model")
-    folder = args.images or (SAMPLES_DIR if os.path.isdir(SAMPLES_DIR) else _fallback_samples())
+    folder = args.images or samples_folder()
     found, _ = collect_inputs([folder])
     if not found:
         raise A.UsageError(f"no images in {folder}")

@@ -103,6 +103,20 @@ def _chosen_conv(trace, layers: Optional[Sequence[str]]) -> List[str]:
     return [n for n in conv if n in layers]
 
 
+def _check_finite(trace) -> None:
+    """Raise ValueError naming what is not finite (e.g. pass 2 overflowing), and which images, before any map is
+    scaled (a scaled map would otherwise be blamed)."""
+    if trace.finite:
+        return
+    b = trace.logits_pass2.shape[0]
+    bad = [i for i in range(b) if not trace[i].finite] if b > 1 else [0]
+    try:
+        trace[bad[0]].check_finite()
+    except ValueError as e:
+        raise ValueError((f"image {bad[0]} of the batch" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+                          + f": {e}") if b > 1 else str(e)) from None
+
+
 def _check_target(opts: MapOptions, n_classes: int) -> None:
     t = opts.gradcam_target
     if t is not None and not 0 <= t < n_classes:
@@ -122,6 +136,8 @@ def _gatta_runs(net, x: torch.Tensor, query, opts: MapOptions):
     queries = [query] + ([None] if query is not None and opts.compare else [])
     with torch.no_grad():
         traces = [net.trace(x, query=q) for q in queries]
+    for t in traces:
+        _check_finite(t)
     conv = _chosen_conv(traces[0], opts.layers)
     _check_target(opts, traces[0].logits_pass2.shape[1])
     runs = []
