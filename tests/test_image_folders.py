@@ -121,7 +121,7 @@ def test_bad_layouts_say_what_is_wrong(tmp_path, folder):
 
 # ------------------------------------------------------------------------------------ streaming, transforms
 def test_dataset_holds_file_names_only_and_reads_files_when_asked(tmp_path, folder):
-    train, val, _ = load_image_folder_splits(folder, 32)
+    train, val, _ = load_image_folder_splits(folder, 32, normalization="imagenet")
     arrays = [v for v in vars(train).values() if isinstance(v, (np.ndarray, torch.Tensor))]
     assert sum(a.nbytes for a in arrays) < 400 * len(train)  # names and labels, no pixels (32x32x3 = 3,072 bytes)
     assert len(pickle.dumps(train)) < 400 * len(train)  # what each DataLoader worker receives

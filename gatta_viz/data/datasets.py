@@ -14,8 +14,8 @@ import torch
 
 from .clutter import CLUTTER_DATASETS, load_clutter
 from .folders import FolderData, load_image_folder_splits
-from .in_memory import (CIFAR_MEAN, CIFAR_STD, FASHION_MNIST_CLASSES, FASHION_MNIST_DIRS, FASHION_MNIST_MEAN,
-                        FASHION_MNIST_STD, ImageData, augment_batch, load_cifar, load_fashion_mnist, read_idx)
+from .in_memory import (FASHION_MNIST_CLASSES, FASHION_MNIST_DIRS, ImageData, augment_batch, load_cifar,
+                        load_fashion_mnist, read_idx)
 from .scenes import SCENE_DATASETS, load_scenes
 
 __all__ = [
