@@ -38,7 +38,7 @@ RESTRICTED = {
     "streamlit": {"app"},
     "matplotlib": {"analysis", "render"},
     "captum": {"compute/attributions"},
-    "plotly": {"analysis/interactive", "render/plotly_bars"},
+    "plotly": {"analysis/interactive", "render/plotly_bars", "app"},
     "PIL": {"data", "render", "analysis", "cli", "app"},
 }
 # what core may import at all
