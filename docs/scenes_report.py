@@ -1,5 +1,6 @@
 """Two-garment scenes (docs/RESULTS.md section 8): accuracy GAttA vs baseline, where uncued attention goes,
-cue success, read-out by cueing, controls.
+cue success (energy share and its ranked version: ROC-AUC of the cued item's pixels against the other item's),
+read-out by cueing, controls.
 
     .venv/bin/python docs/scenes_report.py --gatta G0.pt G1.pt --baseline B0.pt B1.pt --out docs/results/scenes
 
@@ -143,6 +144,13 @@ def main(argv=None) -> int:
             row(f"steering cue success {mname}", rep_steer["cue"][mname]["success"])
         row("cue success Grad-CAM (class)", rep["cue"]["gradcam"]["success"])
         row("random-query success gain", rep["cue"]["gain"]["random_query_success"])
+        # ranked cue success: ROC-AUC of the cued item's own pixels against the other item's > 0.5
+        for label, r in (("ranked", rep), ("steering ranked", rep_steer)):
+            for mname in rep["maps"]:
+                row(f"{label} success {mname}", r["cue"][mname]["ranked_success"])
+            row(f"{label} AUC gain", r["cue"]["gain"]["ranked_auc"], pct=False)
+        row("ranked success Grad-CAM (class)", rep["cue"]["gradcam"]["ranked_success"])
+        row("random-query ranked success gain", rep["cue"]["gain"]["random_query_ranked_success"])
         row("uncued picks higher-scoring", rep["uncued"]["gain"]["picks_higher_scoring"])
         row("uncued picks bigger", rep["uncued"]["gain"]["picks_bigger"])
         row("uncued picks brighter", rep["uncued"]["gain"]["picks_brighter"])

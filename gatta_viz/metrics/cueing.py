@@ -17,7 +17,7 @@ Maps are :func:`~gatta_viz.metrics.faithfulness.trace_saliency` (gain by default
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from ..compute.attributions import gradcam
 from ..compute.maps import upsample
 from ..core.hooks import temporarily_eval
 from .faithfulness import layer_saliencies, trace_saliency
-from .localization import energy_in_mask, pointing_hit
+from .localization import energy_in_mask, pointing_hit, roc_auc_in_mask
 from .stats import mean_se
 
 __all__ = ["calibrate_cue_sign", "cue_examples", "OVERLAP_BINS", "overlap_bins", "both_items_correct", "item_recall", "scene_logits", "CueMeasurements",
@@ -96,6 +96,9 @@ class CueMeasurements:
         gradcam_share: (N, 2, 2) Grad-CAM (target = item k's class, uncued model) energy shares.
         probs_pass1, probs_pass2: (N, C) softmax of the uncued passes.
         absent: (N,) the absent class cued as a control (random among the 8 not in the scene).
+        uncued_auc, cued_auc (N, C, M), random_auc (N, 2, M), gradcam_auc (N, 2): the ranked version of the
+            shares: ROC-AUC of the map's values on item 0's pixels against item 1's (pixels of both items left
+            out; item 1's against item 0's is 1 minus it), shaped like the shares without their item axis.
     """
 
     maps: List[str]
@@ -110,6 +113,10 @@ class CueMeasurements:
     probs_pass2: np.ndarray
     absent: np.ndarray
     meta: Dict[str, Any] = field(default_factory=dict)
+    uncued_auc: Optional[np.ndarray] = None
+    cued_auc: Optional[np.ndarray] = None
+    random_auc: Optional[np.ndarray] = None
+    gradcam_auc: Optional[np.ndarray] = None
 
 
 def _maps(t, size, convs: Sequence[str]) -> List[np.ndarray]:
@@ -123,11 +130,19 @@ def _shares(maps: List[np.ndarray], masks: np.ndarray) -> np.ndarray:
     return np.stack([np.stack([energy_in_mask(m, masks[:, k]) for k in range(2)], 1) for m in maps], 1)
 
 
-def _gradcam_shares(model, x: torch.Tensor, labels: torch.Tensor, masks: np.ndarray, layer: str) -> np.ndarray:
-    """(B, 2, 2) Grad-CAM energy shares: target item k's class (axis 1), share on item j's mask (axis 2)."""
+def _item_aucs(maps: List[np.ndarray], masks: np.ndarray) -> np.ndarray:
+    """(B, M) ROC-AUC of each map on item 0's own pixels against item 1's own pixels (shared pixels left out)."""
+    only0, only1 = masks[:, 0] & ~masks[:, 1], masks[:, 1] & ~masks[:, 0]
+    return np.stack([roc_auc_in_mask(m, only0, within=only0 | only1) for m in maps], 1)
+
+
+def _gradcam_shares(model, x: torch.Tensor, labels: torch.Tensor, masks: np.ndarray, layer: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(B, 2, 2) Grad-CAM energy shares: target item k's class (axis 1), share on item j's mask (axis 2); and
+    (B, 2) the ranked version (:func:`_item_aucs`) per target."""
     with torch.enable_grad():
         cams = [upsample(gradcam(model, x, layer, labels[:, k]), tuple(x.shape[2:])) for k in range(2)]
-    return np.stack([np.stack([energy_in_mask(c, masks[:, j]) for j in range(2)], 1) for c in cams], 1)
+    shares = np.stack([np.stack([energy_in_mask(c, masks[:, j]) for j in range(2)], 1) for c in cams], 1)
+    return shares, _item_aucs(cams, masks)
 
 
 @torch.no_grad()
@@ -163,7 +178,8 @@ def measure_cues(model, scenes, queries: torch.Tensor, n: Optional[int] = 2000, 
     directions /= np.linalg.norm(directions, axis=2, keepdims=True)
     qn = queries.norm(dim=1).numpy()
     rand_q = torch.from_numpy(directions * qn[labels][:, :, None])  # (N, 2, d): norm of item k's cue
-    out: Dict[str, List[np.ndarray]] = {k: [] for k in ("us", "uh", "cs", "cp", "rs", "rp", "gs", "p1", "p2")}
+    out: Dict[str, List[np.ndarray]] = {k: [] for k in ("us", "uh", "cs", "cp", "rs", "rp", "gs", "p1", "p2",
+                                                        "ua", "ca", "ra", "ga")}
     with temporarily_eval(model):
         for i in tqdm(range(0, N, batch_size), desc="cues", disable=not progress):
             sl = slice(i, min(N, i + batch_size))
@@ -173,30 +189,40 @@ def measure_cues(model, scenes, queries: torch.Tensor, n: Optional[int] = 2000, 
             t = model.trace(x)
             maps = _maps(t, size, convs)
             out["us"].append(_shares(maps, masks))
+            out["ua"].append(_item_aucs(maps, masks))
             out["uh"].append(np.stack([np.stack([pointing_hit(m, masks[:, k]) for k in range(2)], 1) for m in maps], 1))
             out["p1"].append(torch.softmax(t.logits_pass1, 1).numpy())
             out["p2"].append(torch.softmax(t.logits_pass2, 1).numpy())
-            cs, cp = [], []
+            cs, cp, ca = [], [], []
             for c in range(C):
                 tc = model.trace(x, query=queries[c])
-                cs.append(_shares(_maps(tc, size, convs), masks))
+                mc = _maps(tc, size, convs)
+                cs.append(_shares(mc, masks))
+                ca.append(_item_aucs(mc, masks))
                 cp.append(torch.softmax(tc.logits_pass2, 1).numpy())
             out["cs"].append(np.stack(cs, 1))
+            out["ca"].append(np.stack(ca, 1))
             out["cp"].append(np.stack(cp, 1))
-            rs, rp = [], []
+            rs, rp, ra = [], [], []
             for k in range(2):
                 tr = model.trace(x, query=rand_q[sl, k])
-                rs.append(_shares(_maps(tr, size, convs), masks))
+                mr = _maps(tr, size, convs)
+                rs.append(_shares(mr, masks))
+                ra.append(_item_aucs(mr, masks))
                 rp.append(torch.softmax(tr.logits_pass2, 1).numpy())
             out["rs"].append(np.stack(rs, 1))
+            out["ra"].append(np.stack(ra, 1))
             out["rp"].append(np.stack(rp, 1))
-            out["gs"].append(_gradcam_shares(model, x, data.labels[sl], masks, layer))
+            gs, ga = _gradcam_shares(model, x, data.labels[sl], masks, layer)
+            out["gs"].append(gs)
+            out["ga"].append(ga)
     cat = {k: np.concatenate(v) for k, v in out.items()}
     return CueMeasurements(
         maps=["gain"] + [f"gain:{c}" for c in convs], uncued_share=cat["us"], uncued_hit=cat["uh"],
         cued_share=cat["cs"], cued_probs=cat["cp"], random_share=cat["rs"], random_probs=cat["rp"],
         gradcam_share=cat["gs"], probs_pass1=cat["p1"], probs_pass2=cat["p2"], absent=absent,
-        meta={"n": N, "seed": seed, "gradcam_layer": layer},
+        meta={"n": N, "seed": seed, "gradcam_layer": layer}, uncued_auc=cat["ua"], cued_auc=cat["ca"],
+        random_auc=cat["ra"], gradcam_auc=cat["ga"],
     )
 
 
@@ -302,6 +328,20 @@ def scene_report(m: CueMeasurements, scenes) -> Dict[str, Any]:
             "random_query_success": _by_bin(rnd_own[:, :, j] > rnd_other[:, :, j], bins),
         }
     cue["gradcam"] = {"success": _by_bin(m.gradcam_share[:, [0, 1], [0, 1]] > m.gradcam_share[:, [0, 1], [1, 0]], bins)}
+    if m.cued_auc is not None:
+        # ranked cue success: ROC-AUC of the cued item's own pixels against the other item's (> 0.5: success);
+        # stored as item 0 against item 1, so item 1's is 1 minus it
+        def own_auc(a: np.ndarray) -> np.ndarray:
+            return np.stack([a[:, 0], 1 - a[:, 1]], 1)
+
+        for j, name in enumerate(m.maps):
+            a = own_auc(np.stack([m.cued_auc[rows, labels[:, k], j] for k in range(2)], 1))
+            r = own_auc(m.random_auc[:, :, j])
+            ok = np.isfinite(a)
+            cue[name].update({"ranked_auc": _by_bin(a, bins), "ranked_success": _by_bin(np.where(ok, a > 0.5, np.nan), bins),
+                              "random_query_ranked_success": _by_bin(np.where(np.isfinite(r), r > 0.5, np.nan), bins)})
+        g = own_auc(m.gradcam_auc)
+        cue["gradcam"].update({"ranked_auc": _by_bin(g, bins), "ranked_success": _by_bin(np.where(np.isfinite(g), g > 0.5, np.nan), bins)})
     rep["cue"] = cue
     # how far the cued class's probability and rank move (pass 2 cued vs uncued)
     p_cued = np.stack([m.cued_probs[rows, labels[:, k], labels[:, k]] for k in range(2)], 1)

@@ -121,7 +121,7 @@ def _sorted_runs(s: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     return order, first, last
 
 
-def roc_auc_in_mask(sal: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def roc_auc_in_mask(sal: np.ndarray, mask: np.ndarray, within: Optional[np.ndarray] = None) -> np.ndarray:
     """Pixel ROC-AUC of each map: the chance that a random mask pixel outranks a random background pixel.
 
     Computed from ranks (Mann-Whitney U): ``(R - n1 (n1 + 1) / 2) / (n1 n0)`` with R the sum of the mask
@@ -132,21 +132,35 @@ def roc_auc_in_mask(sal: np.ndarray, mask: np.ndarray) -> np.ndarray:
     Args:
         sal: (N, H, W) (or (N, 1, H, W)) maps, finite.
         mask: (N, H, W) bool.
+        within: optional (N, H, W) bool: only these pixels take part (the mask's pixels among them against the
+            rest of them), e.g. one item's pixels against another item's in a scene.
     Returns:
-        (N,) float64 in [0, 1]; NaN where the mask is empty or covers the whole image.
+        (N,) float64 in [0, 1]; NaN where the mask (within ``within``) is empty or covers every pixel taking part.
     Raises:
         ValueError: see :func:`energy_in_mask`.
     """
     s, m = _check_pair(sal, mask)
     s, m = s.reshape(len(s), -1), m.reshape(len(m), -1)
+    n_out = np.zeros(len(s))
+    if within is not None:
+        v = _as_maps(within, "within", bool)
+        if v.shape != (len(s),) + tuple(_as_maps(mask, "mask", bool).shape[1:]):
+            raise ValueError(f"within {v.shape} must have the mask's shape")
+        v = v.reshape(len(v), -1)
+        m = m & v
+        # pixels left out go below every pixel taking part: each mask pixel then outranks all of them, which
+        # is taken off U below
+        low = np.where(v, s, np.inf).min(1, keepdims=True)
+        s = np.where(v, s, np.where(np.isfinite(low), low, 0.0) - 1.0)
+        n_out = (~v).sum(1).astype(np.float64)
     order, first, last = _sorted_runs(s)
     midrank = (first + last) / 2.0 + 1.0  # 1-based mid-rank of every sorted position
     inside = np.take_along_axis(m, order, 1)
     n1 = m.sum(1).astype(np.float64)
-    n0 = m.shape[1] - n1
-    r = (midrank * inside).sum(1)
+    n0 = m.shape[1] - n1 - n_out
+    u = (midrank * inside).sum(1) - n1 * (n1 + 1) / 2 - n1 * n_out
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((n1 > 0) & (n0 > 0), (r - n1 * (n1 + 1) / 2) / (n1 * n0), np.nan)
+        return np.where((n1 > 0) & (n0 > 0), u / (n1 * n0), np.nan)
 
 
 def average_precision_in_mask(sal: np.ndarray, mask: np.ndarray) -> np.ndarray:
