@@ -29,6 +29,16 @@ $F --model fmnist-gatta-resnet --patch 4 --steps 49 --out docs/results/faithfuln
 $F --model fmnist-gatta-resnet --patch 4 --steps 49 --baseline black \
   --out docs/results/faithfulness_patch4_black | tee docs/results/faithfulness_patch4_black.txt
 
+# localization in clutter (RESULTS 9), bundled seed-0 models: ROC-AUC, top-k share, AP, pointing and energy against
+# priors fitted on training masks, on the clean-distractor test set and on the first generator's (for the comparison)
+$PY docs/clutter_localization.py --checkpoint fmnist-clutter-gatta-resnet --checkpoint fmnist-clutter-resnet \
+  --n 1000 --out docs/results/clutter_localization_s0
+$PY docs/clutter_localization.py --checkpoint fmnist-clutter-gatta-resnet --checkpoint fmnist-clutter-resnet \
+  --n 1000 --test-set old --methods gain gradcam random centre mean_mask --no-per-layer --examples 0 \
+  --out docs/results/clutter_localization_old_s0
+$PY docs/clutter_seeds.py --seed-dir docs/results/clutter_localization_s0 --old docs/results/clutter_localization_old_s0 \
+  --out docs/results/clutter_localization_seeds.txt
+
 # gallery: what the CLI writes, for a few test images and one out-of-domain photo
 $G explain sample_images/fashion-mnist/{ankle-boot_test00000,trouser_test00002,bag_test00018,shirt_test00004}.png \
   sample_images/photos/coffee_cup.jpg --out docs/gallery
@@ -70,10 +80,16 @@ if [ -n "${RUNS:-}" ]; then
     > docs/results/clutter_accuracy.txt
   $G evaluate --models "$RUNS"/clutter_{gatta,base}_s{0,1}/final.pt --dataset fmnist-clutter --out docs/results/clutter_eval \
     | tee docs/results/clutter_eval.txt
-  for s in 0 1; do
-    $PY docs/clutter_localization.py --checkpoint "$RUNS/clutter_gatta_s$s/final.pt" --checkpoint "$RUNS/clutter_base_s$s/final.pt" \
-      --n 1000 --out "docs/results/clutter_localization_s$s"
+  SEEDS=(--seed-dir docs/results/clutter_localization_s0)
+  for s in 1 2; do  # seed 0 is the bundled pair (above); seed 2 is trained on the clean-distractor generator
+    if [ -f "$RUNS/clutter_gatta_s$s/final.pt" ]; then
+      $PY docs/clutter_localization.py --checkpoint "$RUNS/clutter_gatta_s$s/final.pt" --checkpoint "$RUNS/clutter_base_s$s/final.pt" \
+        --n 1000 --out "docs/results/clutter_localization_s$s"
+      SEEDS+=(--seed-dir "docs/results/clutter_localization_s$s")
+    fi
   done
+  $PY docs/clutter_seeds.py "${SEEDS[@]}" --old docs/results/clutter_localization_old_s0 \
+    --out docs/results/clutter_localization_seeds.txt
   $PY docs/clutter_sanity.py --checkpoint "$RUNS/clutter_gatta_s0/final.pt" --n 200 --out docs/results/clutter_sanity
   $PY docs/clutter_sanity.py --checkpoint "$RUNS/clutter_gatta_s1/final.pt" --n 200 --out docs/results/clutter_sanity_s1
   $PY docs/clutter_sanity.py --checkpoint "$RUNS/clutter_base_s0/final.pt" --n 200 --out docs/results/clutter_sanity_base
