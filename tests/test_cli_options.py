@@ -58,6 +58,16 @@ def test_evaluate_on_an_image_folder_with_the_checkpoints_classes(tmp_path, caps
     assert res["n"] == 30 and list(res["accuracy"]) == ["0.1"]
     assert res["pass_change"]["changed"] == pytest.approx(float((t.logits_pass1.argmax(1) != t.logits_pass2.argmax(1)).float().mean()))
     assert "pass 2 changed" in capsys.readouterr().out
+    # a checkpoint trained on this folder with images held out (no val/ folder): evaluated on those images only, by
+    # default (its recorded data set), split as its run split it
+    from gatta_viz.data.folders import load_folder_for_model
+
+    obj["meta"] = {**obj["meta"], "dataset": str(root), "val_fraction": 0.5, "seed": 3}
+    torch.save(obj, tmp_path / "held_out.pt")
+    assert main(["evaluate", "--models", str(tmp_path / "held_out.pt"), "--sigmas", "0", "--out", str(tmp_path / "o2")]) == 0
+    held = load_folder_for_model(str(root), lm.preprocess, lm.classes, split="val", val_fraction=0.5, seed=3)
+    res = strict_load(tmp_path / "o2" / "eval.json")[0]
+    assert res["n"] == len(held) < 30 and res["dataset"] == held.name
 
 
 def test_recalibrate_through_the_cli_equals_the_library_on_the_checkpoints_own_data(tmp_path, capsys):

@@ -55,9 +55,14 @@ def _data_for(lm, dataset: Optional[str], n: Optional[int], cache: Dict):
     if os.path.isdir(name):  # an image folder: its validation split, prepared as this checkpoint says
         from ..data.folders import load_folder_for_model
 
-        key = (os.path.abspath(name), repr(sorted(lm.preprocess.items())), tuple(lm.classes))
+        own = lm.meta.get("dataset")
+        split = {"split": "auto"}
+        if isinstance(own, str) and os.path.abspath(own) == os.path.abspath(name) and \
+                isinstance(lm.meta.get("val_fraction"), (int, float)):  # the images its own run held out
+            split = {"split": "val", "val_fraction": float(lm.meta["val_fraction"]), "seed": int(lm.meta.get("seed", 0))}
+        key = (os.path.abspath(name), repr(sorted(lm.preprocess.items())), tuple(lm.classes), repr(split))
         if key not in cache:
-            cache[key] = load_folder_for_model(name, lm.preprocess, lm.classes)
+            cache[key] = load_folder_for_model(name, lm.preprocess, lm.classes, **split)
     else:
         key = name
         check_named_fits(lm.name, lm.preprocess, name, lm.meta)  # before building 10,000 scenes
