@@ -165,6 +165,10 @@ def test_training_transform_is_a_random_resized_crop_with_flips(folder):
     assert len({d.numpy().tobytes() for d in draws}) == 6  # a new crop every time
     assert not torch.equal(train[3][0], train.with_augment(False)[3][0])
     assert "RandomResizedCrop(32, scale=(0.25, 1))" in train.preprocess["train_transform"]
+    no_flip, _, _ = load_image_folder_splits(folder, 32, normalization="imagenet", flip=False)  # --flip 0
+    assert [type(t).__name__ for t in no_flip._random_crop().transforms] == ["RandomResizedCrop"]
+    assert no_flip.preprocess["train_transform"] == "RandomResizedCrop(32, scale=(0.25, 1))"
+    assert [type(t).__name__ for t in train._random_crop().transforms] == ["RandomResizedCrop", "RandomHorizontalFlip"]
 
 
 def test_normalisation_from_a_sample_matches_a_hand_computation_and_weights_give_imagenets(folder):

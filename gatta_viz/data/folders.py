@@ -166,7 +166,7 @@ def find_layout(root: str, val_fraction: float = 0.1, seed: int = 0) -> FolderLa
 
 
 def preprocess_record(size: int, mean: Sequence[float], std: Sequence[float], normalization: str,
-                      channels: int = 3, crop_scale: Sequence[float] = CROP_SCALE) -> Dict[str, Any]:
+                      channels: int = 3, crop_scale: Sequence[float] = CROP_SCALE, flip: bool = True) -> Dict[str, Any]:
     """The checkpoint's preprocessing for a folder-trained model (what explain and the app apply).
 
     Args:
@@ -175,6 +175,7 @@ def preprocess_record(size: int, mean: Sequence[float], std: Sequence[float], no
         normalization: where mean/std come from, in words.
         channels: 3 (RGB) or 1.
         crop_scale: RandomResizedCrop's scale range used in training.
+        flip: whether training flipped images left-right.
     Returns:
         ``{"size", "channels", "mean", "std", "resize", "crop": "center", "normalization", "train_transform"}``;
         ``resize`` is the shorter side before the centre crop.
@@ -187,7 +188,8 @@ def preprocess_record(size: int, mean: Sequence[float], std: Sequence[float], no
         "resize": int(round(size / RESIZE_RATIO)),
         "crop": "center",
         "normalization": normalization,
-        "train_transform": f"RandomResizedCrop({int(size)}, scale=({crop_scale[0]:g}, {crop_scale[1]:g})) + horizontal flip",
+        "train_transform": f"RandomResizedCrop({int(size)}, scale=({crop_scale[0]:g}, {crop_scale[1]:g}))"
+                           + (" + horizontal flip" if flip else ""),
     }
 
 
@@ -202,18 +204,20 @@ class FolderData(torch.utils.data.Dataset):
         preprocess: the preprocessing record (:func:`preprocess_record`).
         augment: random resized crop + flip (training) or resize + centre crop (evaluation).
         name: dataset name, for reports.
+        flip: with ``augment``, flip half of the images left-right.
     """
 
     normalize = ImageData.normalize  # uint8 (B, C, H, W) -> [0, 1] -> (x - mean) / std
 
     def __init__(self, paths: np.ndarray, labels: np.ndarray, classes: Sequence[str], preprocess: Dict[str, Any],
-                 augment: bool = False, name: str = "") -> None:
+                 augment: bool = False, name: str = "", flip: bool = True) -> None:
         self.paths = np.asarray(paths)
         self.labels_np = np.asarray(labels, dtype=np.int64)
         self.classes = list(classes)
         self.preprocess = dict(preprocess)
         self.augment = bool(augment)
         self.name = name
+        self.flip = bool(flip)
         self._crop = None
 
     @property
@@ -244,7 +248,8 @@ class FolderData(torch.utils.data.Dataset):
             from torchvision import transforms as T
 
             size = tuple(int(s) for s in self.preprocess["size"])
-            self._crop = T.Compose([T.RandomResizedCrop(size, scale=CROP_SCALE), T.RandomHorizontalFlip()])
+            steps = [T.RandomResizedCrop(size, scale=CROP_SCALE)] + ([T.RandomHorizontalFlip()] if self.flip else [])
+            self._crop = T.Compose(steps)
         return self._crop
 
     def _transform(self, img: Image.Image) -> Image.Image:
@@ -262,9 +267,10 @@ class FolderData(torch.utils.data.Dataset):
         arr = arr[:, :, None] if arr.ndim == 2 else arr
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous(), int(self.labels_np[i]), ""
 
-    def with_augment(self, augment: bool) -> "FolderData":
-        """The same images with training (True) or evaluation (False) transforms."""
-        return FolderData(self.paths, self.labels_np, self.classes, self.preprocess, augment, self.name)
+    def with_augment(self, augment: bool, flip: Optional[bool] = None) -> "FolderData":
+        """The same images with training (True) or evaluation (False) transforms (``flip``: None keeps this one's)."""
+        return FolderData(self.paths, self.labels_np, self.classes, self.preprocess, augment, self.name,
+                          self.flip if flip is None else flip)
 
     def subset(self, n: Optional[int] = None, indices: Optional[Sequence[int]] = None, seed: int = 0) -> "FolderData":
         """``n`` images chosen at random with a fixed seed (kept in folder order), or those at ``indices``."""
@@ -272,7 +278,8 @@ class FolderData(torch.utils.data.Dataset):
             k = min(int(n), len(self))
             indices = np.sort(np.random.default_rng(seed).choice(len(self), size=k, replace=False))
         idx = np.asarray(list(indices), dtype=np.int64)
-        return FolderData(self.paths[idx], self.labels_np[idx], self.classes, self.preprocess, self.augment, self.name)
+        return FolderData(self.paths[idx], self.labels_np[idx], self.classes, self.preprocess, self.augment, self.name,
+                          self.flip)
 
     def loader(self, batch_size: int, shuffle: bool = False, workers: int = 0, seed: int = 0, epoch: int = 0,
                world: int = 1, rank: int = 0) -> torch.utils.data.DataLoader:
@@ -339,8 +346,8 @@ Normalization = Union[str, Tuple[Sequence[float], Sequence[float]]]
 
 
 def load_image_folder_splits(root: str, image_size: int = 64, val_fraction: float = 0.1, seed: int = 0,
-                             normalization: Normalization = "sample", channels: int = 3, workers: int = 0
-                             ) -> Tuple[FolderData, Optional[FolderData], FolderLayout]:
+                             normalization: Normalization = "sample", channels: int = 3, workers: int = 0,
+                             flip: bool = True) -> Tuple[FolderData, Optional[FolderData], FolderLayout]:
     """The training and validation splits of an image folder, streamed from disk.
 
     Args:
@@ -352,6 +359,7 @@ def load_image_folder_splits(root: str, image_size: int = 64, val_fraction: floa
             or an explicit ``(mean, std)`` pair.
         channels: 3 (RGB, default) or 1 (greyscale).
         workers: decoding processes for the normalisation estimate.
+        flip: training images are flipped left-right at random (with the random resized crop).
     Returns:
         (train with training transforms, validation with evaluation transforms or None, the layout).
         Both carry the same ``preprocess`` record.
@@ -381,8 +389,8 @@ def load_image_folder_splits(root: str, image_size: int = 64, val_fraction: floa
         how = "given"
     else:
         raise ValueError(f"normalization must be 'sample', 'imagenet' or (mean, std), got {normalization!r}")
-    record = preprocess_record(image_size, mean, std, how, channels)
-    train = FolderData(layout.train_paths, layout.train_labels, layout.classes, record, True, name)
+    record = preprocess_record(image_size, mean, std, how, channels, flip=flip)
+    train = FolderData(layout.train_paths, layout.train_labels, layout.classes, record, True, name, flip)
     val = (FolderData(layout.val_paths, layout.val_labels, layout.classes, record, False, name)
            if len(layout.val_paths) else None)
     return train, val, layout
