@@ -247,7 +247,8 @@ def test_a_non_finite_pass_2_is_named_as_such_not_blamed_on_a_map():
     torch.manual_seed(0)
     m = gv.gatta_compact_resnet(widths=(8, 16, 32), blocks=(1, 1, 1), d=8).eval()
     x = torch.randn(3, 1, 28, 28)
-    assert len(gv.explain(m, x, gradcam=False)) == 3  # finite: explained
+    with pytest.warns(gv.UntrainedGAttAWarning):  # alphas start at 0: finite, explained, and said to be untrained
+        assert len(gv.explain(m, x, gradcam=False)) == 3
     m.alpha_of("layer2").data.fill_(1e38)
     m.alpha_of("layer3").data.fill_(1e38)
     with pytest.raises(ValueError, match=r"^image 0 of the batch \(and 2 more\): non-finite trace: pass 2") as e:
