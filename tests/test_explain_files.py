@@ -257,3 +257,20 @@ def test_the_demo_finds_its_samples_in_the_package_without_the_repository(monkey
     monkeypatch.setattr(demo, "SAMPLES_DIR", "/nonexistent")
     assert demo.samples_folder() == demo.PACKAGED_SAMPLES
     assert sorted(os.listdir(demo.PACKAGED_SAMPLES)) == sorted(os.listdir(SAMPLES))  # the same 30 images
+
+
+def test_the_demo_reruns_into_its_own_folder_and_refuses_other_settings(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    for f in ("bag_test00018.png", "trouser_test00002.png"):
+        shutil.copy(os.path.join(SAMPLES, f), src / f)
+    argv = ["demo", "--images", str(src), "--out", str(tmp_path / "o")] + TOY
+    code, out, _ = run_cli(argv, capsys)
+    assert code == 0 and "accuracy on the 2 labelled samples: " in out
+    first = sorted(os.listdir(tmp_path / "o"))
+    assert "alphas.png" in first and "index.json" in first
+    assert run_cli(argv, capsys)[0] == 0 and sorted(os.listdir(tmp_path / "o")) == first  # same settings: fine
+    code, _, err = run_cli(argv + ["--raw"], capsys)
+    assert code == 2 and "other settings (maps differ)" in err
+    assert run_cli(argv + ["--raw", "--overwrite"], capsys)[0] == 0
+    assert strict_load(tmp_path / "o" / "index.json")["maps"] == "raw agreement (sign set by training)"
