@@ -3,12 +3,17 @@
 The package is laid out by job, and dependencies point one way (a test checks it)::
 
     core      the mechanism's equations, the two-pass network wrapper, traces (torch only)
-    models    backbones, builders, checkpoints, the bundled weights
-    data      datasets, two-garment scenes, image decoding and preprocessing
-    training  train, evaluate, export, recalibrate, class cues
-    analysis  heatmaps, overlays, figures, plotly views, contributions, embeddings, captum attributions
-    metrics   faithfulness (deletion/insertion, ROAD) and imputation
+    models    backbones, builders, checkpoints, the bundled weights, class cues (top-down queries per class)
+    data      datasets, image folders, two-garment scenes, garments in clutter, image decoding and preprocessing
+    training  train, evaluate, export, recalibrate, store class cues
+    compute   explanations as numbers: ``explain`` (maps of both passes, a top-down cue and the uncued result,
+              layer table, Grad-CAM; plain CNNs too), options (``MapOptions``), the record, its JSON and .npz
+    render    pictures and files from explanation records: Fig. 3, overlays, outlines, ``FigureOptions``
+    analysis  plotly views, q_avg embeddings, plots of the localization, sanity and cue measurements
+    metrics   faithfulness (deletion/insertion, ROAD), localization on garment masks, parameter-randomisation
+              sanity checks, cue measurements on scenes
     cli       the ``gatta-viz`` command, a module per sub-command
+    app       the Streamlit page of ``gatta-viz app`` (shipped in the package; the only user of streamlit)
 
 Every public name is available here (``gv.load_model``, ``gv.fig3``...); each is imported on first use,
 so ``import gatta_viz`` does not load torch, matplotlib or captum until a name that needs them is used.
@@ -23,7 +28,7 @@ __version__ = "0.1.0"
 # module (relative to this package) -> the public names it provides
 _EXPORTS: Dict[str, List[str]] = {
     "core.mechanism": ["ConvKeyQuery", "DenseKeyQuery", "agreement", "global_query", "modulate"],
-    "core.trace": ["GAttATrace", "LayerTrace"],
+    "core.trace": ["GAttATrace", "LayerTrace", "UnknownLayerError"],
     "core.network": ["GAttANet"],
     "core.hooks": ["forward_hooks", "temporarily_eval"],
     "core.hook_scope": ["hook_passes"],
@@ -35,10 +40,14 @@ _EXPORTS: Dict[str, List[str]] = {
     ],
     "models.checkpoint": [
         "BUNDLED", "DEFAULT_MODEL", "LoadedModel", "bundled_path", "load_checkpoint", "load_model", "read_checkpoint",
-        "save_checkpoint",
+        "save_checkpoint", "validate_checkpoint",
     ],
     "data.datasets": ["ImageData", "load_dataset", "load_fashion_mnist"],
-    "data.scenes": ["SceneData", "export_scenes", "load_scenes", "load_singles", "make_scenes", "make_singles"],
+    "data.folders": ["FolderData", "find_layout", "load_folder_for_model", "load_image_folder_splits"],
+    "data.scenes": [
+        "Composite", "SceneData", "compose_items", "export_scenes", "load_scenes", "load_singles", "make_scenes",
+        "make_singles",
+    ],
     "data.clutter": ["ClutterData", "export_clutter", "load_clutter", "make_clutter"],
     "data.preprocess": [
         "ImageError", "ImageLimits", "PreparedImage", "decoding_cost", "image_limits", "load_image", "prepare_image",
@@ -47,24 +56,36 @@ _EXPORTS: Dict[str, List[str]] = {
     "training.export": ["export_checkpoint"],
     "training.cues": ["class_queries", "store_class_queries"],
     "training.recalibrate": ["recalibrate_checkpoint", "recalibrate_statistics"],
-    "analysis.heatmaps": ["conv_heatmaps", "normalize", "normalize_with_scales", "upsample"],
-    "analysis.overlays": [
-        "OUTLINE_COLOURS", "Outline", "as_outlines", "colorize", "draw_outlines", "outlines_from_index", "overlay",
-        "overlay_on_original", "rescale_outlines", "to_rgb_array",
-    ],
-    "analysis.figures": ["Fig3Renderer", "alpha_bars", "fig3", "image_for_display", "normalize_shared", "save_figure"],
-    "analysis.style": ["map_legend"],
-    "analysis.checks": ["UntrainedGAttAWarning"],
+    "models.kinds": ["is_gatta"],
+    "models.cues": ["steering_queries"],
+    "compute.options": ["MapOptions"],
+    "compute.maps": ["conv_heatmaps", "normalize", "normalize_shared", "normalize_with_scales", "upsample"],
+    "compute.arrays": ["image_for_display", "to_rgb_array"],
+    "compute.checks": ["UntrainedGAttAWarning"],
+    "compute.contributions": ["ablation_scores", "contribution_table", "layer_statistics"],
+    "compute.attributions": ["compare_with_captum", "gradcam", "integrated_gradients", "rank_correlation", "saliency"],
+    "compute.cue": ["resolve_cue"],
+    "compute.placement": ["Placement", "placement_of"],
+    "compute.record": ["Explanation", "MapResult", "topk"],
+    "compute.explain": ["explain", "explain_batch", "explanation_from_trace", "gradcam_layers"],
+    "render.options": ["FigureOptions"],
+    "render.images": ["colorbar_strip", "colorize", "overlay", "overlay_on_original"],
+    "render.outlines": ["OUTLINE_COLOURS", "Outline", "as_outlines", "outlines_from_index", "rescale_outlines"],
+    "render.outline_draw": ["draw_outlines"],
+    "render.overlays": ["explanation_overlays"],
+    "render.fig3": ["Fig3Renderer", "fig3"],
+    "render.save": ["alpha_bars", "save_figure"],
+    "render.style": ["map_legend"],
+    "render.plotly_bars": ["dense_bars"],
+    "render.write": ["explanation_files", "write_explanation"],
     "analysis.interactive": ["class_bars", "layer_slider"],
-    "analysis.contributions": ["ablation_scores", "contribution_table", "layer_statistics"],
     "analysis.embedding": ["QEmbedding", "collect_q_avg", "embedding_figure", "pca_2d", "q_avg_embedding"],
-    "analysis.attributions": ["compare_with_captum", "gradcam", "integrated_gradients", "rank_correlation", "saliency"],
-    "analysis.explanation": ["Explanation", "explain", "explain_batch", "resolve_cue", "topk"],
     "metrics.faithfulness": [
         "agreement_saliency", "auc", "explain_func", "faithfulness_report", "perturbation_curve", "perturbed_images",
         "layer_saliencies", "trace_saliency",
     ],
-    "metrics.localization": ["centre_prior", "energy_in_mask", "localization_report", "mask_share", "pointing_hit"],
+    "metrics.localization": ["average_precision_in_mask", "centre_prior", "energy_in_mask", "fit_priors", "localization_report",
+                             "mask_share", "pointing_hit", "region_gain", "roc_auc_in_mask", "topk_in_mask"],
     "metrics.sanity": ["randomization_report", "randomized_copies"],
     "metrics.cueing": ["both_items_correct", "cue_examples", "measure_cues", "readout_by_cueing", "scene_report"],
     "metrics.imputation": ["noisy_linear_impute"],
