@@ -141,3 +141,32 @@ def test_export_strips_the_resume_state_and_refuses_a_folder(tmp_path, capsys):
         main(["export", str(tmp_path / "run.pt"), str(tmp_path / "adir")])
     assert e.value.code == 2 and "is a directory" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["adir", "run.pt", "small.pt"] and not os.listdir(tmp_path / "adir")
+
+
+def test_cues_and_recalibrate_read_a_folder_trained_checkpoints_own_images(tmp_path, capsys):
+    """A checkpoint trained on an image folder: cues average its own images (prepared as it says) and recalibrate
+    re-estimates on them; the class queries equal the mean q_avg of each class's files, read by hand."""
+    src = gv.load_fashion_mnist("test").subset(80)
+    assert set(src.labels.tolist()) == set(range(10))
+    root = tmp_path / "images"
+    for i, (img, y) in enumerate(zip(src.images, src.labels)):
+        (root / f"c{int(y)}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[0].numpy(), "L").save(root / f"c{int(y)}" / f"{i:03d}.png")
+    obj = torch.load(gv.bundled_path("fmnist-gatta-toy"), weights_only=True)
+    obj["classes"] = [f"c{i}" for i in range(10)]
+    obj["meta"] = {**obj["meta"], "dataset": str(root)}
+    obj.pop("class_queries", None)
+    torch.save(obj, tmp_path / "m.pt")
+    assert main(["cues", str(tmp_path / "m.pt"), str(tmp_path / "cued.pt")]) == 0, capsys.readouterr().err
+    lm = gv.load_checkpoint(str(tmp_path / "cued.pt"))
+    with torch.no_grad():
+        q = lm.model.trace(src.normalize(src.images)).q_avg.double()
+    by_hand = torch.stack([q[src.labels == c].mean(0) for c in range(10)]).float()
+    torch.testing.assert_close(lm.class_queries, by_hand, atol=1e-5, rtol=0)
+    assert lm.meta["class_queries"]["images"] == 80
+    assert main(["recalibrate", str(tmp_path / "m.pt"), str(tmp_path / "r.pt"), "--images", "50", "--batch-size", "20",
+                 "--no-augment"]) == 0, capsys.readouterr().err
+    assert "statistics from 3 batches" in capsys.readouterr().out
+    before, after = gv.load_checkpoint(str(tmp_path / "m.pt")).model, gv.load_checkpoint(str(tmp_path / "r.pt")).model
+    changed = [k for k, v in after.state_dict().items() if "running_mean" in k and not torch.equal(v, before.state_dict()[k])]
+    assert changed and all(torch.isfinite(v).all() for v in after.state_dict().values())

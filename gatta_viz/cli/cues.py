@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from . import args as A
 
@@ -57,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
                     from ..metrics.cueing import calibrate_cue_sign  # imports captum: only when needed
 
                     return calibrate_cue_sign(model, means, scenes, n=args.calibrate)
+        elif os.path.isdir(dataset):  # an image folder: its training images, prepared as the checkpoint says
+            from ..data.folders import load_folder_for_model
+
+            data = load_folder_for_model(dataset, pre, lm.classes, split="train")
         else:
             data = load_dataset(dataset, "train", args.data_root)
         check_fits(lm.name, pre, input_shape(data), getattr(data, "name", dataset), lm.meta)

@@ -9,13 +9,14 @@ trained on two-garment scenes those are the training garments alone on the scene
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict, Optional
 
 import torch
 from tqdm import tqdm
 
 from ..core.hooks import temporarily_eval
-from ..data.datasets import ImageData
+from ..data.datasets import ImageData, eval_batches
 from ..models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 
 __all__ = ["class_queries", "store_class_queries"]
@@ -47,10 +48,12 @@ def class_queries(model: torch.nn.Module, data: ImageData, batch_size: int = 500
         raise ValueError(f"no images of classes {missing} to average a query over")
     device = next(model.parameters()).device
     with temporarily_eval(model):
-        for i in tqdm(range(0, len(data), batch_size), desc="class queries", disable=not progress):
-            x = data.normalize(data.images[i : i + batch_size]).to(device)
-            q = model.trace(x).q_avg.double().cpu()
-            sums.index_add_(0, data.labels[i : i + batch_size], q)
+        bar = tqdm(total=math.ceil(len(data) / batch_size), desc="class queries", disable=not progress)
+        for images, y in eval_batches(data, batch_size):  # in memory, or an image folder read batch by batch
+            q = model.trace(data.normalize(images).to(device)).q_avg.double().cpu()
+            sums.index_add_(0, y, q)
+            bar.update(1)
+        bar.close()
     return (sums / counts.unsqueeze(1)).float()
 
 

@@ -15,7 +15,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..models.checkpoint import load_checkpoint, save_checkpoint
-from ..data.datasets import ImageData, augment_batch, input_shape, load_dataset
+from ..data.datasets import AnyData, FolderData, augment_batch, input_shape, load_dataset
+from ..data.folders import load_folder_for_model
 from .matching import check_fits, check_named_fits, resolve_dataset
 from ..core.pass_statistics import is_batchnorm
 
@@ -25,7 +26,7 @@ __all__ = ["recalibrate_statistics", "recalibrate_checkpoint"]
 @torch.no_grad()
 def recalibrate_statistics(
     model: nn.Module,
-    data: ImageData,
+    data: AnyData,
     images: int = 10240,
     batch_size: int = 128,
     augment: bool = True,
@@ -39,7 +40,8 @@ def recalibrate_statistics(
 
     Args:
         model: a GAttA model or a plain CNN.
-        data: training images (uint8) with their normalisation.
+        data: training images (uint8) with their normalisation, in memory or an image folder (read from disk in
+            shuffled batches, with the folder's training transform when ``augment``).
         images: how many images to use (the first ``images`` of a seeded permutation).
         batch_size: images per batch (batch statistics depend on it; use the training batch size).
         augment: apply the training augmentation (2-pixel shifts, flips) as training did.
@@ -58,6 +60,17 @@ def recalibrate_statistics(
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(data), generator=g)[:images]
     device = next(model.parameters()).device
+    if isinstance(data, FolderData):  # read from disk: shuffled batches with the folder's own training transform
+        folder = data.with_augment(augment)
+        feed = (folder.normalize(b[:images - i]) for i, (b, _) in zip(range(0, len(perm), batch_size),
+                                                                       folder.batches(batch_size, shuffle=True, seed=seed)))
+    else:
+        def in_memory():
+            for i in range(0, len(perm), batch_size):
+                x = data.normalize(data.images[perm[i : i + batch_size]])
+                yield augment_batch(x, generator=g) if augment else x
+
+        feed = in_memory()
     try:
         for m in bns:
             m.reset_running_stats()
@@ -70,10 +83,7 @@ def recalibrate_statistics(
                 st.num_batches_tracked.zero_()
         model.train()
         batches = range(0, len(perm), batch_size)
-        for i in tqdm(batches, desc="recalibrating BatchNorm statistics", disable=not progress):
-            x = data.normalize(data.images[perm[i : i + batch_size]])
-            if augment:
-                x = augment_batch(x, generator=g)
+        for x in tqdm(feed, total=len(batches), desc="recalibrating BatchNorm statistics", disable=not progress):
             model(x.to(device))
     finally:
         for m, mom in momenta:
@@ -105,7 +115,10 @@ def recalibrate_checkpoint(
     lm = load_checkpoint(src, recalibrating=True)
     name = resolve_dataset(dataset, lm.meta)
     check_named_fits(lm.name, lm.preprocess, name, lm.meta)  # before building 60,000 scenes
-    data = load_dataset(name, "train", data_root)
+    if os.path.isdir(name):  # an image folder: its training images, prepared as the checkpoint says
+        data = load_folder_for_model(name, lm.preprocess, lm.classes, split="train")
+    else:
+        data = load_dataset(name, "train", data_root)
     check_fits(lm.name, lm.preprocess, input_shape(data), getattr(data, "name", name), lm.meta)
     batches = recalibrate_statistics(lm.model, data, **kwargs)
     info = {"from": src, "dataset": data.name, "batches": batches, **{k: v for k, v in kwargs.items() if k != "progress"}}
