@@ -39,6 +39,10 @@ $PY docs/clutter_localization.py --checkpoint fmnist-clutter-gatta-resnet --chec
 $PY docs/clutter_seeds.py --seed-dir docs/results/clutter_localization_s0 --old docs/results/clutter_localization_old_s0 \
   --out docs/results/clutter_localization_seeds.txt
 
+# two-garment scenes, bundled seed-0 pair: cue success by energy share and ranked (RESULTS 8); only the reports are kept
+$PY docs/scenes_report.py --gatta fmnist-pairs-gatta-resnet --baseline fmnist-pairs-resnet --n 1000 --out docs/results/scenes_ranked_s0
+rm -f docs/results/scenes_ranked_s0/*.png
+
 # gallery: what the CLI writes, for a few test images and one out-of-domain photo
 $G explain sample_images/fashion-mnist/{ankle-boot_test00000,trouser_test00002,bag_test00018,shirt_test00004}.png \
   sample_images/photos/coffee_cup.jpg --out docs/gallery
