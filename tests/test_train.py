@@ -69,7 +69,9 @@ def test_export_drops_resume_state_and_keeps_the_model(tmp_path):
     assert small["state_dict"].keys() == full["state_dict"].keys()
     assert all(torch.equal(full["state_dict"][k], v) for k, v in small["state_dict"].items())
     assert small["preprocess"]["background"] == "dark" and small["classes"] == full["classes"]
-    assert main(["export", str(tmp_path / "nope.pt"), str(tmp_path / "x.pt")]) == 2
+    with pytest.raises(SystemExit) as e:  # refused while parsing: one line, exit 2
+        main(["export", str(tmp_path / "nope.pt"), str(tmp_path / "x.pt")])
+    assert e.value.code == 2
 
 
 def test_baseline_flag_builds_same_backbone_without_gatta(tmp_path):

@@ -3,6 +3,12 @@
 Each epoch writes ``OUT/last.pt`` (model + optimizer + scheduler + RNG state) atomically, so a
 killed run resumes (``--resume``) losing at most the epoch in progress, and appends to
 ``OUT/metrics.json``. At the end ``OUT/final.pt`` holds the model alone (the bundled form).
+
+Stability (``training/stability.py``): the global gradient norm is clipped (``--clip-grad``, on by default);
+a non-finite loss, gradient or weight stops the run with :class:`~gatta_viz.training.stability.NonFiniteError`
+naming epoch, step and tensor (last.pt keeps the last finite epoch, no final.pt, metrics.json says where it
+stopped); each epoch logs every GAttA layer's largest |alpha x agreement|. A folder that holds a run is refused
+without ``--resume``.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import json
 import os
 import random
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -21,8 +27,11 @@ from tqdm import tqdm
 
 from ..models.builders import BUILDERS, build_model
 from ..models.checkpoint import read_checkpoint, save_checkpoint
-from ..data.datasets import ImageData, augment_batch, load_dataset
+from ..data.datasets import AnyData, FolderData, augment_batch, eval_batches, input_shape, load_dataset
+from ..data.folders import load_image_folder_splits
 from ..core.hooks import temporarily_eval
+from ..data.files import write_json
+from .stability import CLIP_GRAD, NonFiniteError, TrainForward, check_finite_state, check_step, clip_gradients, max_gain_record
 
 __all__ = ["baseline_of", "model_kwargs", "hits", "loss_fn", "accuracy", "train"]
 
@@ -42,10 +51,18 @@ def baseline_of(builder: str, kwargs: Dict[str, Any]) -> tuple:
     raise ValueError(f"no baseline known for builder {builder!r}")
 
 
-def model_kwargs(args: argparse.Namespace, data: ImageData) -> Dict[str, Any]:
-    """Builder kwargs from the command line and the dataset's shape and classes."""
-    c, h, w = data.images.shape[1:]
+def model_kwargs(args: argparse.Namespace, data: AnyData) -> Dict[str, Any]:
+    """Builder kwargs from the command line and the dataset's shape and classes.
+
+    Raises:
+        ValueError: ``--weights`` for a builder without pretrained weights (only the ResNet builders have them).
+    """
+    c, h, w = input_shape(data)
     kw: Dict[str, Any] = {"in_channels": int(c), "num_classes": len(data.classes), "input_size": [int(h), int(w)]}
+    if getattr(args, "weights", None):
+        if not (args.model.startswith("gatta_resnet") or args.model == "resnet"):
+            raise ValueError(f"--weights applies to the ResNet builders (gatta_resnet18/34/50), not {args.model}")
+        kw["weights"] = args.weights
     if args.widths:
         kw["widths"] = list(args.widths)
     if args.blocks:
@@ -93,14 +110,14 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float =
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, data: ImageData, batch_size: int = 500) -> Dict[str, float]:
+def accuracy(model: torch.nn.Module, data: AnyData, batch_size: int = 500, workers: int = 0) -> Dict[str, float]:
     """Test accuracy of pass 2 (the output) and, for GAttA models, of pass 1 (see :func:`hits` for scenes with
-    several items). Restores train/eval flags."""
+    several items). Restores train/eval flags. Image folders are streamed (``workers`` decoding processes)."""
     correct2 = correct1 = 0
+    device = next(model.parameters()).device
     with temporarily_eval(model):
-        for i in range(0, len(data), batch_size):
-            x = data.normalize(data.images[i : i + batch_size])
-            y = data.labels[i : i + batch_size]
+        for images, y in eval_batches(data, batch_size, workers):
+            x, y = data.normalize(images).to(device), y.to(device)
             if hasattr(model, "trace"):
                 t = model.trace(x)
                 correct1 += int(hits(t.logits_pass1, y).sum())
@@ -113,9 +130,99 @@ def accuracy(model: torch.nn.Module, data: ImageData, batch_size: int = 500) -> 
     return out
 
 
+def _workers(args: argparse.Namespace) -> int:
+    """Decoding processes for image folders (``--workers``; default: up to 4, one core left for training)."""
+    w = getattr(args, "workers", None)
+    return int(w) if w is not None else max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def load_training_data(args: argparse.Namespace) -> Tuple[AnyData, Optional[AnyData], Dict[str, Any], Dict[str, Any]]:
+    """The training and test/validation data, the checkpoint's preprocessing record and facts for its meta.
+
+    A directory is an image folder streamed from disk (:func:`gatta_viz.data.folders.load_image_folder_splits`):
+    ``--image-size`` (default 64, 224 with ``--weights``), ``--val-fraction`` when it has no ``val/`` or
+    ``test/``, and a normalisation (``--normalize``: the ImageNet weights' mean/std when starting from
+    ``--weights``, else estimated on 500 training images). Named datasets are held in memory.
+
+    Returns:
+        (train, test or None when a folder has no validation split, preprocess, meta facts).
+    Raises:
+        ValueError: folder options given for a named dataset, or a bad folder (see ``find_layout``).
+    """
+    image_size = getattr(args, "image_size", None)
+    norm = getattr(args, "normalize", "auto") or "auto"
+    if os.path.isdir(args.dataset):
+        weights = getattr(args, "weights", None)
+        if norm == "auto":
+            norm = "imagenet" if weights else "sample"
+        size = image_size or (224 if weights else 64)
+        train_data, test_data, layout = load_image_folder_splits(
+            args.dataset, size, getattr(args, "val_fraction", 0.1), args.seed, norm, workers=_workers(args),
+            flip=bool(getattr(args, "flip", 1)))
+        meta = {"layout": layout.description, "val_fraction": getattr(args, "val_fraction", 0.1)}
+        preprocess = dict(train_data.preprocess)
+    else:
+        if image_size is not None or norm != "auto":
+            raise ValueError(f"--image-size and --normalize apply to image folders; {args.dataset} has its own size "
+                             "and normalisation")
+        train_data = load_dataset(args.dataset, "train", args.data_root)
+        test_data = load_dataset(args.dataset, "test", args.data_root)
+        c, h, w = input_shape(train_data)
+        preprocess = {"size": [h, w], "channels": c, "mean": list(train_data.mean), "std": list(train_data.std)}
+        if train_data.name.startswith(("fashion-mnist", "fmnist-pairs")):
+            preprocess["background"] = "dark"  # light garments on black: the app inverts photos on white
+        meta = {}
+    if args.subset:
+        train_data = train_data.subset(args.subset)
+    if args.test_subset and test_data is not None:
+        test_data = test_data.subset(args.test_subset)
+    return train_data, test_data, preprocess, meta
+
+
+def epoch_batches(args: argparse.Namespace, data: AnyData, epoch: int, world: int, rank: int, batch_size: int
+                  ) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of this process's training batches, normalised and augmented: (x float (B, C, H, W), labels).
+
+    In memory: a permutation seeded by seed and epoch, equal shares per rank, random crop after padding and
+    flips (``--pad``, ``--flip``) on the batch. Image folders: a ``DataLoader`` with ``--workers`` decoding
+    processes (a ``DistributedSampler`` under DDP), RandomResizedCrop + flip per image in the workers.
+    """
+    if isinstance(data, FolderData):
+        folder = data.with_augment(not args.no_augment)
+        for images, y in folder.batches(batch_size, shuffle=True, workers=_workers(args), seed=args.seed,
+                                        epoch=epoch, world=world, rank=rank):
+            yield data.normalize(images), y
+        return
+    g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+    perm = torch.randperm(len(data), generator=g)
+    perm = perm[: len(perm) - len(perm) % world][rank::world]  # equal shares: ranks step in lockstep
+    for i in range(0, len(perm), batch_size):
+        idx = perm[i : i + batch_size]
+        x = data.normalize(data.images[idx])
+        y = data.labels[idx]
+        if not args.no_augment:
+            x = augment_batch(x, pad=args.pad, flip=args.flip, generator=g)
+        yield x, y
+
+
+def _autocast_dtype(args: argparse.Namespace, device: torch.device) -> Optional[torch.dtype]:
+    """bfloat16 with ``--amp`` (None without).
+
+    Raises:
+        ValueError: the device has no bfloat16 autocast.
+    """
+    if not getattr(args, "amp", False):
+        return None
+    ok = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if not ok or not torch.amp.autocast_mode.is_autocast_available(device.type):
+        raise ValueError(f"--amp (bfloat16 autocast) is not supported on {device}")
+    return torch.bfloat16
+
+
 def train(args: argparse.Namespace) -> Dict[str, Any]:
     """Run training as configured by ``args`` (see :func:`build_parser`). Returns the metrics dict."""
     world, rank = _dist_info()
+    _check_run_folder(args)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -125,12 +232,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
 
-    train_data = load_dataset(args.dataset, "train", args.data_root)
-    test_data = load_dataset(args.dataset, "test", args.data_root)
-    if args.subset:
-        train_data = train_data.subset(args.subset)
-    if args.test_subset:
-        test_data = test_data.subset(args.test_subset)
+    train_data, test_data, preprocess, data_meta = load_training_data(args)
 
     builder = args.model
     kwargs = model_kwargs(args, train_data)
@@ -143,14 +245,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         model.detach_pass1 = True
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    preprocess = {
-        "size": list(train_data.images.shape[2:]),
-        "channels": int(train_data.images.shape[1]),
-        "mean": list(train_data.mean),
-        "std": list(train_data.std),
-    }
-    if train_data.name.startswith(("fashion-mnist", "fmnist-pairs")):
-        preprocess["background"] = "dark"  # light garments on black: the app inverts photos on white
+    amp = _autocast_dtype(args, device)
 
     # alpha and normalisation-free params take no weight decay
     decay, no_decay = [], []
@@ -164,8 +259,11 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     )
     per_rank_batch = max(1, args.batch_size // world)
     steps_per_epoch = (len(train_data) // world + per_rank_batch - 1) // per_rank_batch
+    warmup = args.warmup
+    if abs(warmup * args.epochs * steps_per_epoch - 1) < 1e-9:
+        warmup *= 1.001  # a warm-up of exactly one step makes torch's OneCycleLR divide by zero
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=steps_per_epoch, pct_start=args.warmup, anneal_strategy="cos"
+        opt, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=steps_per_epoch, pct_start=warmup, anneal_strategy="cos"
     )
 
     os.makedirs(args.out, exist_ok=True)
@@ -178,8 +276,19 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         obj = read_checkpoint(last_path)
         if obj["builder"] != builder:
             raise ValueError(f"cannot resume: {last_path} holds a {obj['builder']} model, not {builder}")
-        model.load_state_dict(obj["state_dict"])
+        if "train_state" not in obj:
+            raise ValueError(f"cannot resume: {last_path} has no training state (an exported checkpoint?); "
+                             "resume needs the last.pt a run wrote, or start a new run with another --out")
+        try:
+            model.load_state_dict(obj["state_dict"])
+        except RuntimeError as e:
+            raise ValueError(f"cannot resume: {last_path} does not fit the model built from these options "
+                             f"({str(e).splitlines()[0]})") from None
         ts = obj["train_state"]
+        planned = obj["meta"].get("epochs")
+        if planned is not None and int(planned) != args.epochs:
+            raise ValueError(f"cannot resume: {last_path} was set up for {planned} epochs (its one-cycle schedule); "
+                             f"resume with --epochs {planned}, or start a new run with another --out")
         opt.load_state_dict(ts["optimizer"])
         sched.load_state_dict(ts["scheduler"])
         start_epoch = int(ts["epoch"])
@@ -189,36 +298,60 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         if rank == 0:
             print(f"resuming from {last_path} after epoch {start_epoch}", flush=True)
 
-    net = model
+    final_path = os.path.join(args.out, "final.pt")
+    if rank == 0 and start_epoch < args.epochs and os.path.exists(final_path):
+        os.remove(final_path)  # training on: a final.pt of fewer epochs must not stay beside the new last.pt
+
+    fwd = TrainForward(model)  # logits and each GAttA layer's largest |alpha x agreement|
+    net = fwd
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model)
+        net = torch.nn.parallel.DistributedDataParallel(fwd)
+    params = [p for p in model.parameters() if p.requires_grad]
+    clip = float(getattr(args, "clip_grad", CLIP_GRAD))
+
+    def stop(e: NonFiniteError) -> None:
+        """Record where the run went non-finite in metrics.json (last.pt stays the last finite epoch's)."""
+        e.last_good_epoch = history[-1]["epoch"] if history else None
+        if rank == 0:
+            write_json(metrics_path, {"builder": builder, "kwargs": kwargs, "history": history, "args": _jsonable(vars(args)),
+                                      "stopped": {"reason": e.kind, "epoch": e.epoch, "step": e.step,
+                                                  "tensor": e.tensor, "detail": e.detail,
+                                                  "last_good_epoch": e.last_good_epoch}})
 
     t_run = time.time()
     stop_at = args.epochs if not args.max_epochs_this_run else min(args.epochs, start_epoch + args.max_epochs_this_run)
     for epoch in range(start_epoch, stop_at):
         net.train()
-        g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
-        perm = torch.randperm(len(train_data), generator=g)
-        perm = perm[: len(perm) - len(perm) % world][rank::world]  # equal shares: ranks step in lockstep
         t0 = time.time()
-        tot_loss = tot_correct = seen = 0
-        bar = tqdm(range(0, len(perm), per_rank_batch), desc=f"epoch {epoch + 1}/{args.epochs}", disable=rank != 0 or args.quiet, leave=False)
-        for i in bar:
-            idx = perm[i : i + per_rank_batch]
-            x = train_data.normalize(train_data.images[idx])
-            y = train_data.labels[idx]
-            if not args.no_augment:
-                x = augment_batch(x, pad=args.pad, flip=args.flip, generator=g)
+        tot_loss = tot_correct = seen = clipped = 0
+        gain_max: Optional[torch.Tensor] = None
+        grad_norm_max = 0.0
+        step = 0
+        bar = tqdm(epoch_batches(args, train_data, epoch, world, rank, per_rank_batch), total=steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{args.epochs}", disable=rank != 0 or args.quiet, leave=False)
+        for x, y in bar:
             x, y = x.to(device), y.to(device)
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            logits = net(x)
-            loss = loss_fn(logits, y, args.label_smoothing)
+            with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                logits, gain = net(x)
+                loss = loss_fn(logits.float(), y, args.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            step += 1
+            grad_norm = clip_gradients(params, clip)
+            try:  # one host sync for loss and gradient norm; a non-finite step is never taken
+                loss_v, gn_v = check_step(model, loss, grad_norm, epoch + 1, step, gain, fwd.layer_names, x)
+            except NonFiniteError as e:
+                stop(e)
+                raise
             opt.step()
             sched.step()
-            tot_loss += float(loss.detach()) * len(y)
+            if gain is not None:
+                gain_max = gain if gain_max is None else torch.maximum(gain_max, gain)
+            grad_norm_max = max(grad_norm_max, gn_v)
+            clipped += int(clip > 0 and gn_v > clip)
+            tot_loss += loss_v * len(y)
             tot_correct += int(hits(logits.detach(), y).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{tot_loss / seen:.4f}")
@@ -230,23 +363,31 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
             "seconds": secs,
             "img_per_s": seen * world / secs,
             "lr": sched.get_last_lr()[0],
+            "grad_norm_max": grad_norm_max,
+            "clipped_fraction": clipped / max(step, 1),
         }
+        if gain_max is not None:
+            record["max_alpha_x_agreement"] = max_gain_record(fwd.layer_names, gain_max)
+        try:
+            check_finite_state(model, epoch + 1, step)  # never write a checkpoint with non-finite weights
+        except NonFiniteError as e:
+            stop(e)
+            raise
         if rank == 0:
-            if not args.no_eval:
-                record.update({f"test_{k}": v for k, v in accuracy(model, test_data).items()})
+            if not args.no_eval and test_data is not None:
+                record.update({f"test_{k}": v for k, v in accuracy(model, test_data, workers=_workers(args)).items()})
             if hasattr(model, "alphas"):
                 record["alphas"] = model.alphas
             history.append(record)
             meta = {
-                "dataset": train_data.name, "seed": args.seed, "epochs": args.epochs, "history": history,
+                "dataset": train_data.name, **data_meta, "seed": args.seed, "epochs": args.epochs, "history": history,
                 "train_seconds": elapsed_before + time.time() - t_run, "world_size": world, "args": _jsonable(vars(args)),
             }
             save_checkpoint(
                 last_path, model, builder, kwargs, train_data.classes, preprocess, meta,
                 train_state={"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1, "rng": _rng_state()},
             )
-            with open(metrics_path, "w") as f:
-                json.dump({"builder": builder, "kwargs": kwargs, **meta}, f, indent=2)
+            write_json(metrics_path, {"builder": builder, "kwargs": kwargs, **meta})
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}), flush=True)
         if world > 1:
             dist.barrier()
@@ -257,18 +398,34 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         if rank == 0:
             print(json.dumps({"rank_max_diff": result["rank_max_diff"]}), flush=True)
     if rank == 0 and result["finished"]:
-        meta = {"dataset": train_data.name, "seed": args.seed, "epochs": args.epochs, "history": history,
+        meta = {"dataset": train_data.name, **data_meta, "seed": args.seed, "epochs": args.epochs, "history": history,
                 "train_seconds": elapsed_before + time.time() - t_run, "world_size": world, "args": _jsonable(vars(args))}
         if "rank_max_diff" in result:
             meta["rank_max_diff"] = result["rank_max_diff"]
-            with open(metrics_path, "w") as f:
-                json.dump({"builder": builder, "kwargs": kwargs, **meta}, f, indent=2)
-        save_checkpoint(os.path.join(args.out, "final.pt"), model, builder, kwargs, train_data.classes, preprocess, meta)
+            write_json(metrics_path, {"builder": builder, "kwargs": kwargs, **meta})
+        save_checkpoint(final_path, model, builder, kwargs, train_data.classes, preprocess, meta)
         result["train_seconds"] = meta["train_seconds"]
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return result
+
+
+RUN_FILES = ("last.pt", "final.pt", "metrics.json")
+
+
+def _check_run_folder(args: argparse.Namespace) -> None:
+    """Refuse to start a new run in a folder that holds one (its files would mix with the new run's).
+
+    Raises:
+        ValueError: ``--out`` is an existing file, or holds last.pt/final.pt/metrics.json without ``--resume``.
+    """
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} exists and is not a folder")
+    found = [f for f in RUN_FILES if os.path.exists(os.path.join(args.out, f))]
+    if found and not args.resume:
+        raise ValueError(f"{args.out} holds a training run ({', '.join(found)}); use --resume to continue it, "
+                         "or another --out for a new run")
 
 
 def _rank_max_diff(model: torch.nn.Module) -> Dict[str, float]:
