@@ -97,6 +97,8 @@ def _help(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
 
 
 def _default(action: argparse.Action) -> str:
+    if action.required:
+        return "required"
     if action.nargs == 0 or action.default is None or action.default is argparse.SUPPRESS:
         return ""
     value = action.default
@@ -130,8 +132,10 @@ def cli_page() -> str:
     lines += [f"| [`{name}`](#gatta-viz-{name}) | {cell(help_text)} |" for name, (_, help_text) in COMMANDS.items()]
     lines.append("")
     for name, parser in command_parsers().items():
+        wide = argparse.HelpFormatter(parser.prog, width=100_000)  # one line: argparse's wrapping can drop parts
+        wide.add_usage(parser.usage, parser._actions, parser._mutually_exclusive_groups)  # noqa: SLF001
         lines += [f"## gatta-viz {name} {{#gatta-viz-{name}}}", "", parser.description or "", "", "```text",
-                  " ".join(parser.format_usage().split()), "```", ""]
+                  " ".join(wide.format_help().split()), "```", ""]
         positionals = [a for a in parser._actions if not a.option_strings]  # noqa: SLF001
         options = [a for a in parser._actions if a.option_strings and a.help != argparse.SUPPRESS  # noqa: SLF001
                    and not isinstance(a, argparse._HelpAction)]  # noqa: SLF001
