@@ -33,7 +33,19 @@ class QEmbedding:
 
 @torch.no_grad()
 def collect_q_avg(model, data: ImageData, n: Optional[int] = None, batch_size: int = 500, progress: bool = True) -> np.ndarray:
-    """q_avg (N, d) for the first ``n`` images of ``data`` (model's current train/eval mode is kept)."""
+    """q_avg (N, d) for the first ``n`` images of ``data`` (model's current train/eval mode is kept).
+
+    Args:
+        model: a GAttA model.
+        data: an in-memory data set (``gv.load_fashion_mnist("test")``...).
+        n: how many images (None: all).
+        batch_size: images per trace.
+        progress: show a tqdm bar.
+    Returns:
+        (N, d) float32 array, one pooled query per image.
+    Raises:
+        ValueError: a model that is not GAttA.
+    """
     if not hasattr(model, "trace"):
         raise ValueError("q_avg needs a GAttA model (one with .trace)")
     d = data if n is None else data.subset(n)
@@ -45,7 +57,13 @@ def collect_q_avg(model, data: ImageData, n: Optional[int] = None, batch_size: i
 
 
 def pca_2d(v: np.ndarray):
-    """PCA to 2 components by SVD of the centred data. Returns (coords (N, 2), explained variance ratio (2,))."""
+    """PCA to 2 components by SVD of the centred data.
+
+    Args:
+        v: (N, d) vectors.
+    Returns:
+        (coords (N, 2), explained variance ratio (2,)), float32.
+    """
     v = np.asarray(v, dtype=np.float64)
     c = v - v.mean(0, keepdims=True)
     _, s, vt = np.linalg.svd(c, full_matrices=False)
@@ -55,7 +73,18 @@ def pca_2d(v: np.ndarray):
 
 
 def q_avg_embedding(model, data: ImageData, n: Optional[int] = 2000, batch_size: int = 500) -> QEmbedding:
-    """q_avg of ``n`` images projected on its first two principal components."""
+    """q_avg of ``n`` images projected on its first two principal components (the paper's Fig. 2b).
+
+    Args:
+        model: a GAttA model.
+        data: an in-memory data set.
+        n: how many images (None: all).
+        batch_size: images per trace.
+    Returns:
+        a :class:`QEmbedding` (coordinates, labels, explained variance, the vectors).
+    Raises:
+        ValueError: a model that is not GAttA.
+    """
     q = collect_q_avg(model, data, n, batch_size)
     coords, explained = pca_2d(q)
     labels = (data.labels if n is None else data.labels[:n]).numpy()
@@ -63,7 +92,14 @@ def q_avg_embedding(model, data: ImageData, n: Optional[int] = 2000, batch_size:
 
 
 def embedding_figure(emb: QEmbedding, classes: Sequence[str]):
-    """Scatter plot of the embedding coloured by class (matplotlib Figure)."""
+    """Scatter plot of the embedding coloured by class.
+
+    Args:
+        emb: from :func:`q_avg_embedding`.
+        classes: class names, indexed by label.
+    Returns:
+        a matplotlib Figure.
+    """
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 5))

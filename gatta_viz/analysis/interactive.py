@@ -32,6 +32,8 @@ def layer_slider(image, heatmaps: Dict[str, np.ndarray], cmap: str = DEFAULT_CMA
         alphas: layer -> alpha, to print with each layer and to warn when all are 0 (untrained).
     Returns:
         A plotly Figure (``fig.write_html(path)`` to keep it).
+    Raises:
+        ValueError: no heatmaps.
     """
     if not heatmaps:
         raise ValueError("layer_slider needs at least one heatmap")
@@ -79,6 +81,8 @@ def class_bars(trace: GAttATrace, index: int, classes: Sequence[str], true_label
         cmap: colormap of the gain bars.
     Returns:
         A plotly bar chart.
+    Raises:
+        ValueError: the trace has no dense GAttA layer with one unit per class.
     Warns:
         UntrainedGAttAWarning: every alpha is 0 (the title says so too).
     """

@@ -17,6 +17,10 @@ def to_rgb_array(image: Any) -> np.ndarray:
     """Any PIL image or array ((H, W), (H, W, 1|3|4), (1|3, H, W), uint8 or float in [0, 1]) -> float32 (H, W, 3)
     in [0, 1].
 
+    Args:
+        image: a PIL image or an array as above (uint8 is divided by 255; values are clipped to [0, 1]).
+    Returns:
+        float32 (H, W, 3) in [0, 1] (grey repeated to three channels, alpha dropped).
     Raises:
         ValueError: an array that is not (H, W) or (H, W, C).
     """
@@ -40,6 +44,8 @@ def to_rgb_array(image: Any) -> np.ndarray:
 def image_for_display(image: Union[np.ndarray, torch.Tensor, Any]) -> np.ndarray:
     """An image to show: (C, H, W) tensors (e.g. normalised inputs) are min-max scaled; arrays in [0, 1] kept.
 
+    Args:
+        image: a (C, H, W) or (1, C, H, W) tensor, or anything :func:`to_rgb_array` takes.
     Returns:
         float32 (H, W, 3) in [0, 1].
     """

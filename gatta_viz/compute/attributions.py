@@ -63,6 +63,13 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target, n_st
                          baseline: Optional[torch.Tensor] = None, internal_batch_size: int = 64) -> np.ndarray:
     """captum ``IntegratedGradients`` (baseline: zeros = the dataset mean in normalised space), channels summed.
 
+    Args:
+        model: any classifier returning logits (a GAttA model's are pass 2's).
+        x: inputs (B, C, H, W), float, normalised like the training data.
+        target: class per image (int or (B,) tensor).
+        n_steps: integration steps.
+        baseline: the reference input (default: zeros).
+        internal_batch_size: inputs per forward inside captum.
     Returns:
         (B, H, W) attributions.
     """
@@ -76,7 +83,15 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target, n_st
 
 
 def saliency(model: nn.Module, x: torch.Tensor, target: Target) -> np.ndarray:
-    """captum ``Saliency``: |d logit / d pixel|, max over channels. Returns (B, H, W)."""
+    """captum ``Saliency``: |d logit / d pixel|, max over channels.
+
+    Args:
+        model: any classifier returning logits.
+        x: inputs (B, C, H, W), float, normalised like the training data.
+        target: class per image (int or (B,) tensor).
+    Returns:
+        (B, H, W) float array.
+    """
     from captum.attr import Saliency
 
     x = check_model_input(x, "saliency input")
@@ -102,8 +117,13 @@ def _ranks(v: np.ndarray) -> np.ndarray:
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rank correlation of two 2-D maps, after upsampling both to the larger size.
 
+    Args:
+        a: a 2-D map.
+        b: another 2-D map (any size).
     Returns:
         rho in [-1, 1]; NaN if either map is constant (no ranking to compare).
+    Raises:
+        ValueError: a map that is not 2-D.
     """
     a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
     if a.ndim != 2 or b.ndim != 2:
@@ -133,6 +153,8 @@ def compare_with_captum(model: nn.Module, x: torch.Tensor, target: Target, layer
     Returns:
         One row per (image, layer): ``image, layer, map`` ("gain" or "agreement"), ``gradcam``,
         ``integrated_gradients``, ``saliency``.
+    Raises:
+        ValueError: a model that is not GAttA, or a name in ``layers`` that is not one of its conv layers.
     """
     if not is_gatta(model):
         raise ValueError("compare_with_captum needs a GAttA model (one with .trace)")

@@ -62,6 +62,8 @@ def ablation_scores(model, x: torch.Tensor, target, layers: Optional[Sequence[st
         reference: the full model's pass-2 logits on ``x`` if already computed (saves one forward).
     Returns:
         layer name -> (B,) float64 array.
+    Raises:
+        ValueError: a model that is not GAttA, or ``reference`` with another number of rows than ``x``.
     """
     if not is_gatta(model):
         raise ValueError("ablation_scores needs a GAttA model (one with .trace)")

@@ -59,7 +59,13 @@ def _options(options: Optional[MapOptions], overrides: dict) -> MapOptions:
 
 def gradcam_layers(model: Any) -> List[str]:
     """Layers offered for maps and Grad-CAM: a GAttA model's conv GAttA layers, or a plain CNN's top-level
-    stages holding a convolution (``layer1``..., ``conv``...)."""
+    stages holding a convolution (``layer1``..., ``conv``...).
+
+    Args:
+        model: a ``LoadedModel``, a GAttA model or a plain CNN (``nn.Module``).
+    Returns:
+        layer names, in the model's order.
+    """
     net = model.model if isinstance(model, LoadedModel) else model
     if is_gatta(net):
         return [n for n, k in net.layer_kinds.items() if k == "conv"]

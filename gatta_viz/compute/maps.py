@@ -28,6 +28,8 @@ def upsample(maps: ArrayLike, size: Tuple[int, int]) -> np.ndarray:
         size: output (height, width).
     Returns:
         float32 array of shape ``size`` or (B, *size).
+    Raises:
+        ValueError: maps that are not (H, W) or (B, H, W), or a size that is not positive.
     """
     t = torch.as_tensor(np.asarray(maps.detach().cpu() if torch.is_tensor(maps) else maps), dtype=torch.float32)
     if t.dim() not in (2, 3):
@@ -46,9 +48,15 @@ def normalize_with_scales(maps: Dict[str, np.ndarray], signed: bool = True,
                           joint: bool = False) -> Tuple[Dict[str, np.ndarray], Dict[str, float]]:
     """:func:`normalize`, also returning the divisor used for every map (what +1 stands for).
 
+    Args:
+        maps: name -> map.
+        signed: keep the sign (scaled into [-1, 1]) or keep the positive part only (rectified, [0, 1]).
+        joint: one scale for every map (the largest max |value|) instead of one per map.
     Returns:
         (name -> scaled float32 array, name -> scale); a scale is 0 for a map that is all zero (or all
         negative when rectified), whose scaled map is then zeros.
+    Raises:
+        ValueError: a map holding NaN or infinite values.
     """
     prepared = {k: (np.asarray(v, dtype=np.float32) if signed else np.maximum(np.asarray(v, dtype=np.float32), 0)) for k, v in maps.items()}
     for k, v in prepared.items():
@@ -98,6 +106,8 @@ def normalize_shared(rows: Sequence[Dict[str, np.ndarray]], signed: bool = True,
     Returns:
         (one dict of scaled float32 maps per set, name -> the shared scale, i.e. what +1 stands for); a scale of
         0 (all maps zero) gives zeros.
+    Raises:
+        ValueError: sets that do not hold the same layers, or a map holding NaN or infinite values.
     """
     rows = list(rows)
     if not rows:

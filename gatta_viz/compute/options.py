@@ -61,6 +61,10 @@ class MapOptions:
     def replace(self, **changes: Any) -> "MapOptions":
         """A copy with some fields changed (validated again).
 
+        Args:
+            **changes: field name -> new value (``gain``, ``signed``, ``joint``, ``layers``, ``cue``...).
+        Returns:
+            a new :class:`MapOptions`; this one is unchanged (it is frozen).
         Raises:
             ValueError: an unknown option name (the message lists the known ones) or a bad value.
         """

@@ -57,8 +57,12 @@ class Placement:
     crop: Optional[Tuple[float, float, float, float]] = None
 
     def to_original(self) -> Tuple[Tuple[float, float], Tuple[float, float]]:
-        """((sx, sy), (ox, oy)): an input point (x, y) (pixel-edge coordinates) lies at ``(x * sx + ox, y * sy +
-        oy)`` in the original."""
+        """The map from input coordinates to the original's.
+
+        Returns:
+            ((sx, sy), (ox, oy)): an input point (x, y) (pixel-edge coordinates) lies at ``(x * sx + ox, y * sy +
+            oy)`` in the original.
+        """
         w0, h0 = self.original_size
         h, w = self.input_size
         if self.crop is not None:
@@ -77,6 +81,13 @@ def placement_of(original_size: Tuple[int, int], preprocess: Optional[Mapping[st
     Follows ``gatta_viz.data.preprocess.resize_center_crop``'s rounding: the shorter side becomes ``resize``
     (the other ``int(resize * long / short)``), the resized image is padded (centred) when smaller than the
     input, and the centre crop starts at ``round((size - crop) / 2)``.
+
+    Args:
+        original_size: the original image's (width, height).
+        preprocess: the model's preprocessing record (``LoadedModel.preprocess``), or None.
+        input_size: the model input's (height, width).
+    Returns:
+        where the input lies in the original (:class:`Placement`).
     """
     w0, h0 = int(original_size[0]), int(original_size[1])
     h, w = int(input_size[0]), int(input_size[1])

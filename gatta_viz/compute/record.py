@@ -71,14 +71,21 @@ class MapResult:
 
     @property
     def alphas(self) -> Dict[str, float]:
+        """Layer -> alpha ({} for a plain CNN)."""
         return {} if self.trace is None else self.trace.alphas
 
     @property
     def dense_layers(self) -> List[str]:
+        """The dense GAttA layers, in forward order ([] for a plain CNN)."""
         return [] if self.trace is None else [n for n, lt in self.trace.layers.items() if lt.kind == "dense"]
 
     def arrays(self) -> Dict[str, np.ndarray]:
-        """This result's arrays under the .npz keys (see :meth:`Explanation.to_npz`)."""
+        """This result's arrays under the .npz keys (see :meth:`Explanation.to_npz`).
+
+        Returns:
+            key -> array (``q_avg``, ``logits_pass1``, ``raw/LAYER``, ``gain_map/LAYER``, ``heatmap/LAYER``...;
+            a plain CNN's: ``logits`` and ``gradcam/LAYER``).
+        """
         if self.trace is None:
             return {"logits": self.logits, **{f"gradcam/{k}": v for k, v in self.gradcam.items()}}
         t = self.trace
@@ -179,7 +186,11 @@ class Explanation:
         return list(self.shown.heatmaps) if self.is_gatta else list(self.shown.gradcam)
 
     def original_differs(self) -> bool:
-        """Whether the original image differs from the input the model saw (size, colours or inversion)."""
+        """Whether the original image differs from the input the model saw (size, colours or inversion).
+
+        Returns:
+            False when there is no original or it equals the model's input to 1/255; else True.
+        """
         from .arrays import to_rgb_array
 
         if self.original is None:
@@ -191,14 +202,24 @@ class Explanation:
     # ------------------------------------------------------------------ files
     def summary(self) -> Dict[str, Any]:
         """Strict-JSON summary (NaN as null): top-k of both passes, alphas, layer table, maps and scales
-        (:func:`gatta_viz.compute.export.summary_of`)."""
+        (:func:`gatta_viz.compute.export.summary_of`).
+
+        Returns:
+            a dict that ``json.dumps(..., allow_nan=False)`` accepts.
+        """
         from .export import summary_of
 
         return summary_of(self)
 
     def to_npz(self, target: Union[str, BinaryIO, None] = None) -> bytes:
         """The arrays as .npz bytes, also written to ``target`` (a path or a binary file) if given
-        (:func:`gatta_viz.compute.export.npz_bytes` lists the keys)."""
+        (:func:`gatta_viz.compute.export.npz_bytes` lists the keys).
+
+        Args:
+            target: a path (written atomically), an open binary file, or None (bytes only).
+        Returns:
+            the .npz file's bytes.
+        """
         from .export import npz_bytes
 
         data = npz_bytes(self)

@@ -42,6 +42,8 @@ class CompactResNet(nn.Module):
         blocks: residual blocks per stage.
         stem_stride: stride of the stem convolution; 2 halves every feature map (about 4x cheaper), for
             canvases larger than 32x32 such as the 48x48 scenes.
+    Raises:
+        ValueError: empty ``widths`` / ``blocks`` or of different lengths, or a ``stem_stride`` other than 1 or 2.
     """
 
     def __init__(
@@ -71,6 +73,13 @@ class CompactResNet(nn.Module):
         self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits of a batch of images.
+
+        Args:
+            x: images (B, in_channels, H, W).
+        Returns:
+            logits (B, num_classes).
+        """
         x = self.stem(x)
         for i in range(self.num_stages):
             x = getattr(self, f"layer{i + 1}")(x)
@@ -104,5 +113,12 @@ class ToyCNN(nn.Module):
         self.fc2 = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits of a batch of images.
+
+        Args:
+            x: images (B, in_channels, H, W).
+        Returns:
+            logits (B, num_classes).
+        """
         x = self.conv3(self.conv2(self.conv1(x)))
         return self.fc2(self.fc1(self.pool(x)))

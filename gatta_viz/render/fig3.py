@@ -69,6 +69,8 @@ class Fig3Renderer:
         ex: an explanation of the kind to draw (gives layers, map shapes, alphas, classes, cue, map options).
         options: :class:`FigureOptions` (cmap, layout; ``outlines`` reserves the outline legend line).
         outlines: reserve the outline legend line even when ``options.outlines`` is False.
+    Raises:
+        ValueError: an unknown colormap.
     """
 
     def __init__(self, ex: Explanation, options: Optional[FigureOptions] = None, outlines: bool = False) -> None:
@@ -84,10 +86,12 @@ class Fig3Renderer:
 
     @property
     def image_shape(self) -> Tuple[int, int]:
+        """(height, width) of the input image this renderer draws."""
         return self.spec.image_shape
 
     @property
     def fig(self) -> Figure:
+        """The matplotlib figure (drawn for the last explanation given)."""
         return self._fig
 
     @property
@@ -101,7 +105,16 @@ class Fig3Renderer:
         return self.layout.height
 
     def matches(self, ex: Explanation, options: Optional[FigureOptions] = None, outlines: bool = False) -> bool:
-        """Whether this renderer can draw ``ex`` with these options."""
+        """Whether this renderer can draw ``ex`` with these options.
+
+        Args:
+            ex: an explanation.
+            options: figure options (default: ``FigureOptions()``).
+            outlines: whether an outline legend line is needed.
+        Returns:
+            True when ``ex`` has the same layers, map shapes, classes, cue and map options, and ``options`` the
+            same layout: then :meth:`update` can redraw it; else build a new renderer.
+        """
         try:
             return fig3_spec(ex, options or self.options, outlines).key() == self.spec.key()
         except ValueError:
@@ -339,6 +352,13 @@ class Fig3Renderer:
         The first call at a given dpi draws everything except the per-image artists and keeps that background;
         later calls restore it and draw the per-image artists on top. The pixels are those of a full ``savefig``
         at the same dpi (tested).
+
+        Args:
+            path: a file to write the PNG to (atomically), or None.
+            dpi: pixels per inch.
+            compress_level: PNG zlib level (1 is faster, 9 smaller).
+        Returns:
+            the PNG file's bytes.
         """
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -367,7 +387,16 @@ class Fig3Renderer:
         return data
 
     def save(self, path: str, dpi: int = 200) -> str:
-        """Save the current figure: PNG through :meth:`to_png`, PDF and SVG as vector files. Returns ``path``."""
+        """Save the current figure: PNG through :meth:`to_png`, PDF and SVG as vector files.
+
+        Args:
+            path: ends in .png, .pdf or .svg.
+            dpi: pixels per inch of a PNG (and of images inside PDF/SVG).
+        Returns:
+            ``path``.
+        Raises:
+            ValueError: another extension.
+        """
         ext = os.path.splitext(path)[1].lower()
         if ext == ".png":
             self.to_png(path, dpi)
@@ -400,6 +429,9 @@ def fig3(ex: Explanation, options: Optional[FigureOptions] = None, outlines=None
     Returns:
         The figure (save it with :func:`gatta_viz.render.save.save_figure`; it keeps its size). A trace at hand
         instead of a record: ``fig3(gv.explanation_from_trace(t, x[i], i, classes=...))``.
+    Raises:
+        ValueError: ``ex`` is not an explanation record (e.g. the old ``fig3(image, trace, index)`` call), or
+            bad figure options.
     Warns:
         UntrainedGAttAWarning: every alpha is 0 (the figure also says so).
     """

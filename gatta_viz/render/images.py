@@ -53,6 +53,11 @@ def colorbar_strip(cmap: str = "RdBu_r", signed: bool = True, width: int = 256, 
     """A horizontal colour strip of ``cmap`` from the map's lowest (-1, or 0 when rectified) to its highest value (+1),
     coloured as :func:`colorize` colours maps.
 
+    Args:
+        cmap: matplotlib colormap name.
+        signed: the strip runs from -1 (True) or from 0 (False, rectified maps) to +1.
+        width: pixels.
+        height: pixels.
     Returns:
         RGB PIL image of ``width`` x ``height``.
     """
@@ -79,6 +84,8 @@ def overlay(
         signed: whether ``heat`` is signed.
     Returns:
         RGB PIL image of the image's size.
+    Raises:
+        ValueError: an opacity outside [0, 1], a map that is not 2-D, or an unknown colormap.
     """
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
@@ -116,6 +123,8 @@ def overlay_on_original(
             original only; the rest is left as it is.
     Returns:
         RGB PIL image of the original's size.
+    Raises:
+        ValueError: a map that is not 2-D, an opacity outside [0, 1], or an unknown colormap.
     """
     heat = np.asarray(heat, dtype=np.float32)
     if heat.ndim != 2:

@@ -54,7 +54,15 @@ class FigureOptions:
             raise ValueError(f"outlines must be True or False, got {self.outlines!r}")
 
     def replace(self, **changes: Any) -> "FigureOptions":
-        """A copy with some fields changed (validated again); an unknown name raises ValueError."""
+        """A copy with some fields changed (validated again).
+
+        Args:
+            **changes: field name -> new value (``cmap``, ``opacity``, ``layout``, ``dpi``, ``fmt``, ``outlines``).
+        Returns:
+            a new :class:`FigureOptions`; this one is unchanged (it is frozen).
+        Raises:
+            ValueError: an unknown option name (the message lists the known ones) or a bad value.
+        """
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:

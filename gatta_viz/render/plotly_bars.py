@@ -14,6 +14,15 @@ def dense_bars(layer: str, g: np.ndarray, classes: Sequence[str], predicted: int
     ``what="gain"``: bars of the gain 1 + alpha x agreement drawn from 1 (no change), red above (boosted) and
     blue below (suppressed). ``what="agreement"``: raw agreement from 0 in one neutral colour (its sign is set
     by training). On the class layer the predicted class is outlined and labelled, never coloured.
+
+    Args:
+        layer: the dense layer's name (for the title).
+        g: (units,) gains (``what="gain"``) or raw agreement of that layer for one image.
+        classes: unit names (class names on the class layer).
+        predicted: index of the predicted class (pass 2).
+        what: "gain" or "agreement".
+    Returns:
+        a plotly Figure.
     """
     import plotly.graph_objects as go
 

@@ -44,6 +44,11 @@ def alpha_bars(alphas: Dict[str, float]) -> Figure:
     """Bar chart of alpha per layer, in one neutral colour (alpha is a strength, not a boosted/suppressed value).
 
     alpha < 0 means the layer boosts where its agreement is negative; the values are printed on the bars.
+
+    Args:
+        alphas: layer -> alpha (e.g. ``trace.alphas`` or ``ex.alphas``).
+    Returns:
+        a matplotlib Figure.
     """
     fig = Figure(figsize=(max(2.4, 0.9 + 0.55 * len(alphas)), 2.2), layout="constrained")
     ax = fig.add_subplot()
@@ -73,6 +78,10 @@ def save_figure(fig: Figure, path: str, dpi: int = 150, tight: Optional[bool] = 
         tight: crop to the drawn content (None: yes, except for fixed-size layouts such as :func:`fig3`'s,
             which keep their width in inches).
         compress_level: PNG zlib level (1 is faster, 9 smaller).
+    Returns:
+        ``path``.
+    Raises:
+        ValueError: ``path`` does not end in .png, .pdf or .svg.
     """
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".png", ".svg", ".pdf"):

@@ -43,7 +43,15 @@ def scale_text(joint: bool = False) -> str:
 
 
 def map_legend(gain: bool = True, signed: bool = True, joint: bool = False) -> str:
-    """The full legend line for a set of maps: map kind, sign, scale (follows every display control)."""
+    """The full legend line for a set of maps: map kind, sign, scale (follows every display control).
+
+    Args:
+        gain: alpha x agreement (True) or raw agreement (False).
+        signed: signed (diverging) or rectified maps.
+        joint: one scale for all layers or one per layer.
+    Returns:
+        the legend text.
+    """
     return f"{map_name(gain)}: {map_sign_text(gain, signed)}; {scale_text(joint)}"
 
 

@@ -108,6 +108,13 @@ def write_explanation(ex: Explanation, out_dir: str, stem: str, options: Optiona
     atomically (a temp file in the folder, renamed into place); nothing is written before every file of the image
     was made, and when one write fails the files of this image already written are removed.
 
+    Args:
+        ex: the explanation.
+        out_dir: the folder (created if missing).
+        stem: the start of every file name (``STEM_fig3.png``, ``STEM_overlay_LAYER.png``, ``STEM_maps.npz``,
+            ``STEM.json``).
+        options: :class:`~gatta_viz.render.options.FigureOptions` (cmap, opacity, layout, dpi, format).
+        outlines, renderers, source, extra: as in :func:`explanation_files`.
     Returns:
         key -> written path (``figure``, ``overlay_LAYER[_cued][_original]``, ``maps``, ``summary``).
     Raises:
