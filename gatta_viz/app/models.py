@@ -38,6 +38,10 @@ def _public_error(e: Exception, path: str, label: str) -> ValueError:
 def load_model(name: str) -> LoadedModel:
     """A bundled model, or a ``.pt`` file of the model folder, by name only (never a path).
 
+    Args:
+        name: a bundled model's name or a name from :func:`list_model_files`.
+    Returns:
+        the loaded model.
     Raises:
         ValueError: an unknown name (paths included), or a file that cannot be loaded.
     """
@@ -110,6 +114,11 @@ def load_checked(path: str, label: str) -> LoadedModel:
     """Load a checkpoint that did not come with the package: read and validated by the library, checked for
     cost (:func:`check_affordable`), then built.
 
+    Args:
+        path: the checkpoint file.
+        label: how messages name it (the user's file name, never a server path).
+    Returns:
+        the loaded model.
     Raises:
         ValueError, FileNotFoundError: naming the problem.
     """
@@ -123,6 +132,11 @@ def load_uploaded(name: str, data: bytes) -> LoadedModel:
     """Load a checkpoint uploaded through the page: written to a private temp file, loaded with
     :func:`load_checked` and deleted.
 
+    Args:
+        name: the upload's file name (for messages).
+        data: the file's bytes (at most ``GATTA_VIZ_MAX_CHECKPOINT_MB``).
+    Returns:
+        the loaded model.
     Raises:
         ValueError: naming the upload (never the temp file) and the problem.
     """

@@ -74,7 +74,13 @@ _POOLS_LOCK = threading.Lock()
 
 
 def pool_for(model: Union[LoadedModel, ModelPool]) -> ModelPool:
-    """The pool serving ``model`` (made once per LoadedModel, on first use)."""
+    """The pool serving ``model`` (made once per LoadedModel, on first use).
+
+    Args:
+        model: a loaded model, or a pool (returned as it is).
+    Returns:
+        its :class:`ModelPool`.
+    """
     if isinstance(model, ModelPool):
         return model
     with _POOLS_LOCK:

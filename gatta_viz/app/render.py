@@ -125,7 +125,16 @@ class Render:
 
 
 def decode(name: str, data: bytes) -> Image.Image:
-    """Decode one upload (limits: the shared image limits); raises ImageError naming the file and the problem."""
+    """Decode one upload within the shared image limits.
+
+    Args:
+        name: the file's name (for messages).
+        data: its bytes.
+    Returns:
+        the decoded PIL image.
+    Raises:
+        ImageError: naming the file and the problem (not an image, truncated, too large, too many pixels).
+    """
     return load_image(data, name=name)
 
 
@@ -175,6 +184,15 @@ def render(model: Union[LoadedModel, ModelPool], name: str, img: Image.Image, op
            figure: Optional[FigureOptions] = None, outlines: Optional[Sequence] = None) -> Render:
     """Prepare and explain one decoded image on a free replica of the model (see :func:`render_prepared`).
 
+    Args:
+        model: the model, or its pool of replicas.
+        name: the image's name (for messages and downloads).
+        img: the decoded image.
+        options: what to compute (default ``MapOptions()``).
+        figure: how to draw (default ``FigureOptions()``).
+        outlines: items to outline, in model-input pixels.
+    Returns:
+        a :class:`Render` (the explanation and its pictures).
     Raises:
         ImageError: an image the model cannot take (too thin); ValueError: see :func:`render_prepared`;
         TimeoutError: every replica stayed busy.
@@ -187,6 +205,12 @@ def render_upload(model: Union[LoadedModel, ModelPool], name: str, data: bytes, 
                   figure: Optional[FigureOptions] = None, outlines: Optional[Sequence] = None) -> Render:
     """Decode and explain one upload inside the same concurrency limit (a replica is held while decoding).
 
+    Args:
+        model, options, figure, outlines: as in :func:`render`.
+        name: the file's name.
+        data: its bytes.
+    Returns:
+        a :class:`Render`.
     Raises:
         ImageError: the file cannot be used; ValueError: the model cannot take it; TimeoutError: server busy.
     """

@@ -82,6 +82,12 @@ def read_file(path: str, name: str, limits: ImageLimits) -> Input:
     """A file of the server's (a sample, a preloaded file) read up to one byte over the size limit (the
     decoder then names the excess).
 
+    Args:
+        path: the file on the server.
+        name: how messages name it.
+        limits: the image limits (its byte limit bounds the read).
+    Returns:
+        an :class:`Input` (name and bytes).
     Raises:
         OSError: with the reason in ``strerror``.
     """

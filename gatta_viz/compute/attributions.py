@@ -23,7 +23,16 @@ Target = Union[int, Sequence[int], torch.Tensor]
 
 
 def backbone_layer(model: nn.Module, name: str) -> nn.Module:
-    """The module called ``name`` in the backbone (GAttA model) or in the model itself (plain model)."""
+    """The module called ``name`` in the backbone (GAttA model) or in the model itself (plain model).
+
+    Args:
+        model: a GAttA model or a plain CNN.
+        name: a module name as ``named_modules()`` gives it (``"layer3"``, ``"features.10"``).
+    Returns:
+        the module (what Grad-CAM hooks).
+    Raises:
+        ValueError: no module of that name (the message suggests close names).
+    """
     root = getattr(model, "backbone", model)
     modules = dict(root.named_modules())
     if name not in modules or not name:

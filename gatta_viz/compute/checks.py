@@ -55,7 +55,15 @@ def untrained_message(gain: bool = True) -> str:
 
 
 def warn_if_untrained(alphas: Mapping[str, float], gain: bool = True, stacklevel: int = 3) -> bool:
-    """Issue an :class:`UntrainedGAttAWarning` when :func:`is_untrained`; returns whether it did."""
+    """Issue an :class:`UntrainedGAttAWarning` when :func:`is_untrained`.
+
+    Args:
+        alphas: layer -> alpha.
+        gain: whether the maps shown are alpha x agreement (the message says what they then show).
+        stacklevel: as in :func:`warnings.warn`.
+    Returns:
+        whether it warned.
+    """
     if is_untrained(alphas):
         warnings.warn(untrained_message(gain), UntrainedGAttAWarning, stacklevel=stacklevel)
         return True

@@ -24,6 +24,11 @@ def summary_of(ex: Explanation) -> Dict[str, Any]:
     model; ``true_label`` when known; under a cue ``cue``, ``query`` and, with the uncued result,
     ``prediction_changed_by_cue`` and ``uncued`` (its prediction, top_pass2, layers, map_scales). A plain CNN's
     summary has ``model_kind: "plain CNN"`` and its Grad-CAM target instead of maps.
+
+    Args:
+        ex: the explanation.
+    Returns:
+        a dict that ``json.dumps(..., allow_nan=False)`` accepts.
     """
     s = ex.shown
     out: Dict[str, Any] = {
@@ -66,6 +71,11 @@ def npz_bytes(ex: Explanation) -> bytes:
     ``q_pass1`` (the query pass 1 pooled, which the cue replaced) and, with the uncued result, the same keys
     prefixed ``uncued/`` (``uncued/raw/<layer>``, ``uncued/heatmap/<layer>``, ``uncued/logits_pass2``...).
     A plain CNN's: ``image``, ``logits``, ``gradcam/<layer>``.
+
+    Args:
+        ex: the explanation.
+    Returns:
+        the bytes of a compressed .npz file (``numpy.load(io.BytesIO(data))`` reads it).
     """
     s = ex.shown
     arrays = {"image": ex.image, **s.arrays()}

@@ -134,6 +134,11 @@ def normalize_shared(rows: Sequence[Dict[str, np.ndarray]], signed: bool = True,
 def conv_layer_names(trace: GAttATrace, layers: Optional[Sequence[str]] = None) -> List[str]:
     """The trace's conv layers in forward order, or the subset ``layers`` of them.
 
+    Args:
+        trace: a GAttA trace.
+        layers: names to keep (None: all conv layers).
+    Returns:
+        layer names, in forward order.
     Raises:
         ValueError: a name in ``layers`` is not a conv layer of the trace (the message lists those that are).
     """

@@ -15,7 +15,15 @@ __all__ = ["check_cmap", "colorize", "colorbar_strip", "overlay", "content_box",
 
 
 def check_cmap(cmap: str) -> str:
-    """Return ``cmap`` if matplotlib knows it; ValueError with close matches otherwise."""
+    """Check a colormap name.
+
+    Args:
+        cmap: a matplotlib colormap name.
+    Returns:
+        ``cmap``, when matplotlib knows it.
+    Raises:
+        ValueError: an unknown name (the message lists close matches).
+    """
     import difflib
 
     from matplotlib import colormaps

@@ -64,5 +64,13 @@ def explanation_overlays(ex: Explanation, options: Optional[FigureOptions] = Non
 
 
 def outlined_input(ex: Explanation, outlines, scale: Optional[int] = None) -> Image.Image:
-    """The input the model saw, enlarged ``scale`` times (default: to about 192 pixels) with ``outlines`` drawn."""
+    """The input the model saw, enlarged ``scale`` times (default: to about 192 pixels) with ``outlines`` drawn.
+
+    Args:
+        ex: the explanation.
+        outlines: items to outline, in model-input pixels (as :func:`gatta_viz.render.outlines.as_outlines` takes).
+        scale: enlargement factor (default: :func:`outline_scale`).
+    Returns:
+        an RGB PIL image.
+    """
     return draw_outlines(ex.image, outlines, scale=scale or outline_scale(ex.image.shape[:2]))

@@ -33,6 +33,15 @@ class RendererCache:
         self.current: Optional[Fig3Renderer] = None
 
     def get(self, ex: Explanation, options: FigureOptions, outlines: bool = False) -> Fig3Renderer:
+        """A renderer for ``ex``: the last one when it :meth:`~Fig3Renderer.matches`, else a new one (kept).
+
+        Args:
+            ex: the explanation to draw.
+            options: figure options.
+            outlines: whether the outline legend line is needed.
+        Returns:
+            the renderer (call its ``update(ex)`` before drawing).
+        """
         r = self.current
         if r is None or not r.matches(ex, options, outlines):
             r = self.current = Fig3Renderer(ex, options, outlines=outlines)
