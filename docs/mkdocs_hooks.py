@@ -127,7 +127,8 @@ def cli_page() -> str:
              "`gatta-viz SUB-COMMAND [OPTIONS]` (also `python -m gatta_viz.cli SUB-COMMAND`). This page is generated "
              "from the same parsers that `gatta-viz SUB-COMMAND --help` prints.", "",
              "A mistake in the arguments stops a command before it writes anything, with one line naming the problem "
-             "and exit code 2; Ctrl-C stops with one line and exit code 130.", "",
+             "and exit code 2; Ctrl-C stops with one line and exit code 130. JSON outputs are strict (a non-finite "
+             "number is written as `null`). A checkpoint path works wherever a model name does.", "",
              "| command | what it does |", "|---|---|"]
     lines += [f"| [`{name}`](#gatta-viz-{name}) | {cell(help_text)} |" for name, (_, help_text) in COMMANDS.items()]
     lines.append("")
