@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from typing import Dict, List
 
@@ -155,6 +156,33 @@ def cli_page() -> str:
                 lines.append(f"| {cell(flags)} | {cell(_default(a))} | {cell(_help(parser, a))} |")
             lines.append("")
     return "\n".join(lines)
+
+
+ROLE = re.compile(r":(?:func|class|meth|mod|data|attr|exc|obj):<code>(~?)([\w.]+)</code>")
+
+
+def sphinx_roles_to_links(html: str, public: Dict[str, str]) -> str:
+    """Docstrings' Sphinx roles (``:func:`gatta_viz.x.f```, ``:class:`~Name```) as links where the object is
+    documented (a public name or a full ``gatta_viz.`` path), else as code; never the role's text."""
+    def link(match) -> str:
+        tilde, name = match.groups()
+        if name.startswith("gatta_viz."):
+            target = name
+        else:  # a bare public name links to its entry; a relative dotted one ("Explanation.to_npz") stays code
+            target = public.get(name) if "." not in name else None
+        shown = name.split(".")[-1] if tilde else name
+        if not target:
+            return f"<code>{shown}</code>"
+        return f'<autoref identifier="{target}" optional><code>{shown}</code></autoref>'
+    return ROLE.sub(link, html)
+
+
+def on_page_content(html, page, config, files):
+    """Rewrite Sphinx roles left in rendered docstrings (mkdocstrings reads them as plain text)."""
+    if ":" not in html:
+        return html
+    public = {name: f"gatta_viz.{module}.{name}" for module, names in exports().items() for name in names}
+    return sphinx_roles_to_links(html, public)
 
 
 def on_files(files, config):

@@ -60,6 +60,9 @@ def test_every_public_name_has_an_entry_on_its_package_page(site):
     compute = page(site, "api/compute")
     entry = compute.split('id="gatta_viz.compute.explain.explain_batch"', 1)[1][:20000]
     assert "Args" in entry or "Parameters" in entry  # the docstring's sections are rendered, not just the name
+    roles = [p for p in ("core", "compute", "render", "metrics") if re.search(r":(func|class|meth):<", page(site, f"api/{p}"))]
+    assert not roles, f"Sphinx roles left as text on the API pages of {roles}"
+    assert 'href="#gatta_viz.compute.cue.resolve_cue"' in compute  # a docstring's :func: role became a link
 
 
 def test_the_api_index_links_every_public_name(site):
