@@ -2,6 +2,7 @@
 alphas stay tensors (no host sync, exportable), a non-finite pass 2 is named as such, typos in layer names get a
 "did you mean", a ScriptModule is refused with the documented ValueError."""
 import copy
+import warnings
 
 import pytest
 import torch
@@ -156,7 +157,9 @@ def test_a_misspelled_layer_gets_did_you_mean(accessor):
 
 def test_wrapping_a_script_module_is_the_documented_value_error():
     backbone = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
-    scripted = torch.jit.script(backbone)
+    with warnings.catch_warnings():  # torch deprecates TorchScript; users still hand us scripted models
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.script(backbone)
     with pytest.raises(ValueError, match="ScriptModule"):
         GAttANet(scripted, ["0"], input_shape=(1, 8, 8), d=4)
     GAttANet(backbone, ["0"], input_shape=(1, 8, 8), d=4)  # the same network, not scripted, wraps
