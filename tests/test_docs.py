@@ -163,3 +163,30 @@ def test_strict_build_fails_on(fault, tmp_path):
     assert old in GOOD
     result = small_site(tmp_path, GOOD.replace(old, new))
     assert result.returncode != 0, f"{fault} did not fail the strict build:\n{result.stderr[-2000:]}"
+
+
+def modules_with_examples():
+    out = []
+    for folder, _, files in os.walk(os.path.join(REPO, "gatta_viz")):
+        for f in sorted(files):
+            path = os.path.join(folder, f)
+            if f.endswith(".py") and ">>>" in open(path, encoding="utf-8").read():
+                out.append(os.path.relpath(path, REPO)[:-3].replace(os.sep, ".").removesuffix(".__init__"))
+    return sorted(out)
+
+
+EXAMPLE_MODULES = modules_with_examples()
+
+
+def test_docstring_examples_exist():
+    assert {"gatta_viz.compute.explain", "gatta_viz.render.fig3"} <= set(EXAMPLE_MODULES)
+
+
+@pytest.mark.parametrize("module", EXAMPLE_MODULES)
+def test_docstring_examples_run(module, tmp_path):
+    """The ``Examples:`` of public docstrings run as written and print what they show (doctest)."""
+    code = (f"import doctest, importlib, sys; r = doctest.testmod(importlib.import_module({module!r}), "
+            f"optionflags=doctest.ELLIPSIS); print(r); sys.exit(1 if r.failed or not r.attempted else 0)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**ENV, "MPLBACKEND": "Agg"})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]

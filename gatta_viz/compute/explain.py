@@ -301,6 +301,16 @@ def explain(model, prepared: Inputs, options: Optional[MapOptions] = None, *, tr
             cue the model cannot take (a plain CNN, no stored class queries, unknown class...).
     Warns:
         UntrainedGAttAWarning: every alpha is 0 (the GAttA parameters were never trained).
+
+    Examples:
+        >>> import gatta_viz as gv
+        >>> lm = gv.load_model()                                  # the bundled GAttA ResNet, Fashion-MNIST
+        >>> x, y = gv.load_fashion_mnist("test").tensors(1)
+        >>> ex = gv.explain(lm, x[0], true_label=int(y[0]), gradcam=False)
+        >>> ex.prediction["label"], ex.classes[ex.true_label]
+        ('Ankle boot', 'Ankle boot')
+        >>> sorted(ex.alphas), ex.heatmaps["layer2"].shape        # maps at the input's size
+        (['fc', 'layer1', 'layer2', 'layer3'], (28, 28))
     """
     out = explain_batch(model, prepared, options, true_label=true_label, classes=classes, **overrides)
     return out[0] if _is_single(prepared) else out

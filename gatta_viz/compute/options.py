@@ -29,6 +29,14 @@ class MapOptions:
         k: how many top classes to list.
     Raises:
         ValueError: a value of the wrong type or range (``k`` < 1, a layer list that is empty or not names...).
+
+    Examples:
+        >>> from gatta_viz import MapOptions
+        >>> raw = MapOptions(gain=False)
+        >>> raw.map_kind
+        'raw agreement (sign set by training)'
+        >>> raw.replace(joint=True).joint, raw.joint
+        (True, False)
     """
 
     gain: bool = True

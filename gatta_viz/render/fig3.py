@@ -108,12 +108,10 @@ class Fig3Renderer:
         """Whether this renderer can draw ``ex`` with these options.
 
         Args:
-            ex: an explanation.
-            options: figure options (default: ``FigureOptions()``).
-            outlines: whether an outline legend line is needed.
+            ex, options, outlines: as for the constructor.
         Returns:
             True when ``ex`` has the same layers, map shapes, classes, cue and map options, and ``options`` the
-            same layout: then :meth:`update` can redraw it; else build a new renderer.
+            same layout (then :meth:`update` redraws it).
         """
         try:
             return fig3_spec(ex, options or self.options, outlines).key() == self.spec.key()
@@ -434,6 +432,13 @@ def fig3(ex: Explanation, options: Optional[FigureOptions] = None, outlines=None
             bad figure options.
     Warns:
         UntrainedGAttAWarning: every alpha is 0 (the figure also says so).
+
+    Examples:
+        >>> import gatta_viz as gv
+        >>> x, _ = gv.load_fashion_mnist("test").tensors(1)
+        >>> fig = gv.fig3(gv.explain(gv.load_model(), x[0], gradcam=False), gv.FigureOptions(layout="single"))
+        >>> float(fig.get_figwidth())                             # inches: one journal column
+        3.5
     """
     if not isinstance(ex, Explanation):
         raise ValueError(f"fig3 draws an explanation record (gv.explain(model, x), or gv.explanation_from_trace(trace, "
