@@ -13,6 +13,7 @@ import importlib
 import os
 import re
 import sys
+import textwrap
 from typing import Dict, List
 
 from mkdocs.structure.files import File
@@ -137,7 +138,8 @@ def cli_page() -> str:
         wide = argparse.HelpFormatter(parser.prog, width=100_000)  # one line: argparse's wrapping can drop parts
         wide.add_usage(parser.usage, parser._actions, parser._mutually_exclusive_groups)  # noqa: SLF001
         lines += [f"## gatta-viz {name} {{#gatta-viz-{name}}}", "", parser.description or "", "", "```text",
-                  " ".join(wide.format_help().split()), "```", ""]
+                  *textwrap.wrap(" ".join(wide.format_help().split()), 100, subsequent_indent=" " * 8,
+                                 break_on_hyphens=False, break_long_words=False), "```", ""]
         positionals = [a for a in parser._actions if not a.option_strings]  # noqa: SLF001
         options = [a for a in parser._actions if a.option_strings and a.help != argparse.SUPPRESS  # noqa: SLF001
                    and not isinstance(a, argparse._HelpAction)]  # noqa: SLF001
