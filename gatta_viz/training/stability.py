@@ -19,7 +19,7 @@ __all__ = ["CLIP_GRAD", "DIVERGED_LOSS", "NonFiniteError", "TrainForward", "clip
            "check_finite_state", "first_nonfinite", "first_nonfinite_activation", "display_name", "max_gain_record"]
 
 
-CLIP_GRAD = 1.0  # default global gradient-norm bound (RESULTS.md, "Training that does not diverge")
+CLIP_GRAD = 2.0  # default global gradient-norm bound (RESULTS.md, "Training that does not diverge")
 DIVERGED_LOSS = 1e3  # a mean cross-entropy above this: the right class's probability is below e^-1000 (0 in float32)
 
 
