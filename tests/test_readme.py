@@ -1,6 +1,7 @@
 """The README and the documentation site say what works: every Python snippet in README.md and in the site's pages
 (docs/site/) runs as written (each in a fresh interpreter, in a temporary directory); the README's two commands are
-the ones CI runs; its relative links point at files that exist."""
+the ones CI runs; it stays a landing page (at most about 120 lines; the rest is on the site) whose relative links
+point at files that exist."""
 import glob
 import os
 import re
@@ -67,3 +68,10 @@ def test_the_readme_links_point_at_files_that_exist():
     assert local, "the README links nothing of the repository"
     missing = [link for link in local if link and not os.path.exists(os.path.join(REPO, link))]
     assert not missing, f"README links to missing files: {missing}"
+
+
+def test_the_readme_is_a_landing_page_that_links_into_the_site():
+    assert README.count("\n") <= 125, "README.md grew past a landing page: move the details into docs/site/"
+    for page in ("docs/site/getting-started.md", "docs/site/concepts.md", "docs/site/troubleshooting.md",
+                 "docs/site/howto/fine-tune.md", "docs/RESULTS.md"):
+        assert f"]({page}" in README, f"README does not link {page}"
