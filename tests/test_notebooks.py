@@ -626,7 +626,7 @@ def check_05(k):
         assert k["verdicts"][f"road:gain_vs_gradcam:{kind}"] == want, kind
     # 5. sanity
     _check_05_sanity(k)
-    assert 0 < k["seconds"] < TIME_LIMIT
+    assert k["seconds"] > 0  # how long it takes: benchmarks/notebooks.py
     return k
 
 
