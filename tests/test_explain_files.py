@@ -214,6 +214,12 @@ def test_json_outputs_are_strict_nan_written_as_null(tmp_path):
 
 
 # ------------------------------------------------------------------ Ctrl-C
+def _default_sigint() -> None:
+    """A child started from a background shell inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler: give the child the default disposition, as a terminal's Ctrl-C finds it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_explain_ends_with_one_line_and_keeps_whole_files(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
@@ -225,7 +231,8 @@ def test_ctrl_c_during_explain_ends_with_one_line_and_keeps_whole_files(tmp_path
     out = tmp_path / "o"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     p = subprocess.Popen([sys.executable, "-m", "gatta_viz.cli", "explain", str(src), "--out", str(out),
-                          "--batch-size", "1"] + TOY, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                          "--batch-size", "1"] + TOY, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 240
         while not (out.is_dir() and any(f.endswith(".json") for f in os.listdir(out))):  # wait for the first image

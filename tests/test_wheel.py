@@ -88,12 +88,13 @@ def test_explain_from_the_wheel_writes_the_library_s_maps(installed):
         assert np.array_equal(maps[f"heatmap/{n}"], ex.heatmaps[n]), n
 
 
-def test_demo_from_the_wheel_makes_its_samples(installed):
+def test_demo_from_the_wheel_explains_the_packaged_samples(installed):
     bin_dir, work, env = installed
     out = run([str(bin_dir / "gatta-viz"), "demo", "--out", "demo"], cwd=str(work), env=env, timeout=600)
     assert "accuracy" in out.lower()
     figures = sorted(p.name for p in (work / "demo").glob("*_fig3.png"))
-    assert len(figures) == 12 and (work / "demo" / "alphas.png").is_file(), figures
+    shipped = [f for f in os.listdir(os.path.join(REPO, "sample_images", "fashion-mnist")) if f.endswith(".png")]
+    assert len(figures) == len(shipped) == 30 and (work / "demo" / "alphas.png").is_file(), figures
 
 
 def test_app_from_the_wheel_serves_the_packaged_page(installed):
