@@ -9,7 +9,7 @@ Usage (the first 1,000 fixed test images of fmnist-clutter; a seed's GAttA and b
 
 Priors are fitted on the first 10,000 training images only (gatta_viz.metrics.localization.fit_priors): the
 mean training mask, and a centre prior whose width is chosen per measure (only energy depends on it). For each
-checkpoint it runs gatta_viz.metrics.localization.localization_report (gain map, each layer's gain map, total
+checkpoint it runs gatta_viz.metrics.localization_report.localization_report (gain map, each layer's gain map, total
 gain, raw agreement, Grad-CAM at the last conv stage, integrated gradients, all for the predicted class where
 class-specific; random, centre and mean-mask references) and the prediction of every one of the 10,000 test
 images (accuracy, paired comparisons between test sets). Writes OUT/report.json (every number, per image too),
@@ -36,7 +36,8 @@ from tqdm import tqdm  # noqa: E402
 from gatta_viz.data.clutter import CLUTTER_NORMALIZATION, TEST_BACKGROUNDS, make_clutter  # noqa: E402
 from gatta_viz.data.datasets import load_dataset, load_fashion_mnist  # noqa: E402
 from gatta_viz.metrics.faithfulness import explain_func  # noqa: E402
-from gatta_viz.metrics.localization import fit_priors, localization_report, report_text  # noqa: E402
+from gatta_viz.metrics.localization import fit_priors  # noqa: E402
+from gatta_viz.metrics.localization_report import localization_report, report_text  # noqa: E402
 from gatta_viz.models.checkpoint import load_model  # noqa: E402
 
 DEFAULT_METHODS = ("gain", "total_gain", "agreement", "gradcam", "integrated_gradients", "random", "centre", "mean_mask")

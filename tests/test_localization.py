@@ -12,8 +12,9 @@ from gatta_viz.data.clutter import TEST_BACKGROUNDS, make_clutter
 from gatta_viz.data.datasets import load_fashion_mnist
 from gatta_viz.metrics.faithfulness import explain_func
 from gatta_viz.metrics.localization import (SIGMA_GRID, average_precision_in_mask, centre_prior, energy_in_mask,
-                                            fit_priors, localization_report, mask_share, pointing_hit, random_maps,
-                                            region_gain, report_text, roc_auc_in_mask, topk_in_mask)
+                                            fit_priors, mask_share, pointing_hit, random_maps, region_gain,
+                                            roc_auc_in_mask, topk_in_mask)
+from gatta_viz.metrics.localization_report import localization_report, report_text
 from gatta_viz.models.builders import build_model
 
 

@@ -150,6 +150,59 @@ def _other_class_sources(labels: torch.Tensor, item: torch.Tensor, frag_src: tor
     return out
 
 
+def _background_crops(photos: Sequence[torch.Tensor], which: torch.Tensor, crop: torch.Tensor, u: torch.Tensor,
+                      v: torch.Tensor, flip: torch.Tensor, canvas: int) -> torch.Tensor:
+    """(m, 1, canvas, canvas) crops of the photos: photo ``which``, crop side ``crop`` px, position (u, v) in [0, 1),
+    mirrored where ``flip``."""
+    bg = torch.zeros(len(which), 1, canvas, canvas)
+    for p, photo in enumerate(photos):
+        sel = (which == p).nonzero().flatten()
+        if len(sel) == 0:
+            continue
+        h, w = photo.shape[-2:]
+        c = crop[sel]
+        sx, sy = c / w, c / h  # half-extent of the crop in normalised photo coordinates
+        cx = (u[sel] * 2 - 1) * (1 - sx)
+        cy = (v[sel] * 2 - 1) * (1 - sy)
+        sx = torch.where(flip[sel], -sx, sx)
+        grid = _affine_grid(sx, sy, cx, cy, canvas)
+        bg[sel] = F.grid_sample(photo.expand(len(sel), -1, -1, -1), grid, mode="bilinear",
+                                padding_mode="border", align_corners=False)
+    return bg
+
+
+def _paste_fragment(out: torch.Tensor, src: torch.Tensor, fy: torch.Tensor, fx: torch.Tensor, size: int,
+                    g: torch.Generator) -> torch.Tensor:
+    """Paste, on each image of ``out`` (m, 1, H, W), a ``size`` square of its garment ``src`` (m, 1, 28, 28) centred
+    on a random ink pixel of it, at top-left (fy, fx)."""
+    m, canvas = out.shape[0], out.shape[-1]
+    ink = (src[:, 0] > 0.25).flatten(1).float() + 1e-6
+    pick = torch.multinomial(ink, 1, generator=g).flatten()
+    cy_, cx_ = (pick // 28).float(), (pick % 28).float()
+    # integer top-left of the cut inside the tile, clamped so the square stays in the tile
+    ty = (cy_ - size // 2).clamp(0, 28 - size).long()
+    tx = (cx_ - size // 2).clamp(0, 28 - size).long()
+    r = torch.arange(size)
+    cut = src[torch.arange(m)[:, None, None], 0, (ty[:, None] + r)[:, :, None], (tx[:, None] + r)[:, None, :]]
+    layer = torch.zeros(m, canvas, out.shape[-1])
+    layer[torch.arange(m)[:, None, None], (fy[:, None] + r)[:, :, None], (fx[:, None] + r)[:, None, :]] = cut
+    a = (layer * (255.0 / ALPHA_FULL)).clamp(max=1.0)[:, None]
+    return out * (1 - a) + layer[:, None] * a
+
+
+def _mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(N, 4) int boxes (x0, y0, x1, y1) around each (N, H, W) mask; all zeros for an empty mask."""
+    rows, cols = masks.any(dim=2), masks.any(dim=1)  # (N, H), (N, W)
+    big = max(masks.shape[1:]) + 1
+    y0 = torch.where(rows, torch.arange(masks.shape[1]), big).min(1).values
+    x0 = torch.where(cols, torch.arange(masks.shape[2]), big).min(1).values
+    y1 = torch.where(rows, torch.arange(masks.shape[1]), -1).max(1).values + 1
+    x1 = torch.where(cols, torch.arange(masks.shape[2]), -1).max(1).values + 1
+    boxes = torch.stack([x0, y0, x1, y1], 1)
+    boxes[~rows.any(1)] = 0
+    return boxes
+
+
 def make_clutter(
     source: ImageData, n: int, backgrounds: Sequence[str], canvas: int = 48, seed: int = 0,
     scale: Tuple[int, int] = (24, 34), fragments: int = 4, fragment_size: int = 10,
@@ -211,7 +264,7 @@ def make_clutter(
     frag_src = frag_src + (frag_src >= item[:, None]).long()
     if clean_distractors:
         frag_src = _other_class_sources(source.labels.long(), item, frag_src, seed)
-    frag_u, frag_v = rnd(n, fragments), rnd(n, fragments)
+    rnd(n, fragments), rnd(n, fragments)  # drawn and unused: kept so every later draw stays as it was
     frag_y = (rnd(n, fragments) * (canvas - fragment_size + 1)).floor().long()
     frag_x = (rnd(n, fragments) * (canvas - fragment_size + 1)).floor().long()
 
@@ -219,55 +272,19 @@ def make_clutter(
     masks = torch.zeros(n, canvas, canvas, dtype=torch.bool)
     for start in range(0, n, 2048):
         sl = slice(start, min(n, start + 2048))
-        m = sl.stop - sl.start
-        bg = torch.zeros(m, 1, canvas, canvas)
-        for p, photo in enumerate(photos):
-            sel = (which[sl] == p).nonzero().flatten()
-            if len(sel) == 0:
-                continue
-            h, w = photo.shape[-2:]
-            c = crop[sl][sel]
-            sx, sy = c / w, c / h  # half-extent of the crop in normalised photo coordinates
-            cx = (u[sl][sel] * 2 - 1) * (1 - sx)
-            cy = (v[sl][sel] * 2 - 1) * (1 - sy)
-            sx = torch.where(flip[sl][sel], -sx, sx)
-            grid = _affine_grid(sx, sy, cx, cy, canvas)
-            bg[sel] = F.grid_sample(photo.expand(len(sel), -1, -1, -1), grid, mode="bilinear",
-                                    padding_mode="border", align_corners=False)
+        bg = _background_crops(photos, which[sl], crop[sl], u[sl], v[sl], flip[sl], canvas)
         mean = bg.mean(dim=(1, 2, 3), keepdim=True)
         bg = ((bg - mean) * k[sl].view(-1, 1, 1, 1) + level[sl].view(-1, 1, 1, 1)).clamp(0, 1)
         out = bg
-        # fragments: a fragment_size square of another garment, centred on a random ink pixel of it
         for f in range(fragments):
-            src = tiles[frag_src[sl, f]]  # (m, 1, 28, 28)
-            ink = (src[:, 0] > 0.25).flatten(1).float() + 1e-6
-            pick = torch.multinomial(ink, 1, generator=g).flatten()
-            cy_, cx_ = (pick // 28).float(), (pick % 28).float()
-            # integer top-left of the cut inside the tile, clamped so the square stays in the tile
-            ty = (cy_ - fragment_size // 2).clamp(0, 28 - fragment_size).long()
-            tx = (cx_ - fragment_size // 2).clamp(0, 28 - fragment_size).long()
-            r = torch.arange(fragment_size)
-            cut = src[torch.arange(m)[:, None, None], 0, (ty[:, None] + r)[:, :, None], (tx[:, None] + r)[:, None, :]]
-            layer = torch.zeros(m, canvas, canvas)
-            fy, fx = frag_y[sl, f], frag_x[sl, f]
-            layer[torch.arange(m)[:, None, None], (fy[:, None] + r)[:, :, None], (fx[:, None] + r)[:, None, :]] = cut
-            a = (layer * (255.0 / ALPHA_FULL)).clamp(max=1.0)[:, None]
-            out = out * (1 - a) + layer[:, None] * a
+            out = _paste_fragment(out, tiles[frag_src[sl, f]], frag_y[sl, f], frag_x[sl, f], fragment_size, g)
         garment = _place(tiles[item[sl]], size[sl], y0[sl], x0[sl], canvas)
         a = (garment * (255.0 / ALPHA_FULL)).clamp(max=1.0)
         out = out * (1 - a) + garment * a
         images[sl] = (out * 255).round().clamp(0, 255).to(torch.uint8)
         masks[sl] = garment[:, 0] * 255 > ITEM_THRESHOLD
 
-    rows, cols = masks.any(dim=2), masks.any(dim=1)  # (N, H), (N, W)
-    ar = torch.arange(canvas)
-    big = canvas + 1
-    y0b = torch.where(rows, ar, big).min(1).values
-    x0b = torch.where(cols, ar, big).min(1).values
-    y1b = torch.where(rows, ar, -1).max(1).values + 1
-    x1b = torch.where(cols, ar, -1).max(1).values + 1
-    boxes = torch.stack([x0b, y0b, x1b, y1b], 1)
-    boxes[~rows.any(1)] = 0
+    boxes = _mask_boxes(masks)
     counts = torch.bincount(images.flatten(), minlength=256).double()
     values = torch.arange(256, dtype=torch.float64) / 255.0
     mean_px = float((counts * values).sum() / counts.sum())

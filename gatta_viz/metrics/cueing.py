@@ -260,6 +260,24 @@ def _rank(probs: np.ndarray, cls: np.ndarray) -> np.ndarray:
     return (probs > p).sum(1) + 1
 
 
+def _add_ranked_cue_success(cue: Dict[str, Any], m: CueMeasurements, labels: np.ndarray, bins: np.ndarray) -> None:
+    """Add the ranked cue success to ``cue`` (per map, Grad-CAM): the ROC-AUC of the cued item's own pixels against
+    the other item's (> 0.5: success), by overlap bin, and the same for a random query."""
+    rows = np.arange(len(labels))
+
+    def own_auc(a: np.ndarray) -> np.ndarray:  # stored as item 0 against item 1, so item 1's is 1 minus it
+        return np.stack([a[:, 0], 1 - a[:, 1]], 1)
+
+    for j, name in enumerate(m.maps):
+        a = own_auc(np.stack([m.cued_auc[rows, labels[:, k], j] for k in range(2)], 1))
+        r = own_auc(m.random_auc[:, :, j])
+        ok = np.isfinite(a)
+        cue[name].update({"ranked_auc": _by_bin(a, bins), "ranked_success": _by_bin(np.where(ok, a > 0.5, np.nan), bins),
+                          "random_query_ranked_success": _by_bin(np.where(np.isfinite(r), r > 0.5, np.nan), bins)})
+    g = own_auc(m.gradcam_auc)
+    cue["gradcam"].update({"ranked_auc": _by_bin(g, bins), "ranked_success": _by_bin(np.where(np.isfinite(g), g > 0.5, np.nan), bins)})
+
+
 def scene_report(m: CueMeasurements, scenes) -> Dict[str, Any]:
     """Summaries of :func:`measure_cues` by overlap bin (see the module docstring and docs/RESULTS.md).
 
@@ -329,19 +347,7 @@ def scene_report(m: CueMeasurements, scenes) -> Dict[str, Any]:
         }
     cue["gradcam"] = {"success": _by_bin(m.gradcam_share[:, [0, 1], [0, 1]] > m.gradcam_share[:, [0, 1], [1, 0]], bins)}
     if m.cued_auc is not None:
-        # ranked cue success: ROC-AUC of the cued item's own pixels against the other item's (> 0.5: success);
-        # stored as item 0 against item 1, so item 1's is 1 minus it
-        def own_auc(a: np.ndarray) -> np.ndarray:
-            return np.stack([a[:, 0], 1 - a[:, 1]], 1)
-
-        for j, name in enumerate(m.maps):
-            a = own_auc(np.stack([m.cued_auc[rows, labels[:, k], j] for k in range(2)], 1))
-            r = own_auc(m.random_auc[:, :, j])
-            ok = np.isfinite(a)
-            cue[name].update({"ranked_auc": _by_bin(a, bins), "ranked_success": _by_bin(np.where(ok, a > 0.5, np.nan), bins),
-                              "random_query_ranked_success": _by_bin(np.where(np.isfinite(r), r > 0.5, np.nan), bins)})
-        g = own_auc(m.gradcam_auc)
-        cue["gradcam"].update({"ranked_auc": _by_bin(g, bins), "ranked_success": _by_bin(np.where(np.isfinite(g), g > 0.5, np.nan), bins)})
+        _add_ranked_cue_success(cue, m, labels, bins)
     rep["cue"] = cue
     # how far the cued class's probability and rank move (pass 2 cued vs uncued)
     p_cued = np.stack([m.cued_probs[rows, labels[:, k], labels[:, k]] for k in range(2)], 1)

@@ -17,7 +17,8 @@ import json
 import os
 import random
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -26,11 +27,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..models.builders import BUILDERS, build_model
-from ..models.checkpoint import read_checkpoint, save_checkpoint
+from ..models.checkpoint import save_checkpoint
 from ..data.datasets import AnyData, FolderData, augment_batch, eval_batches, input_shape, load_dataset
 from ..data.folders import load_image_folder_splits
 from ..core.hooks import temporarily_eval
 from ..data.files import write_json
+from .run_state import check_run_folder, jsonable, optimiser, resume, rng_state, run_meta
 from .stability import CLIP_GRAD, NonFiniteError, TrainForward, check_finite_state, check_step, clip_gradients, max_gain_record
 
 __all__ = ["baseline_of", "model_kwargs", "hits", "loss_fn", "accuracy", "train"]
@@ -84,10 +86,6 @@ def _dist_info() -> tuple:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     return world, rank
-
-
-def _rng_state() -> Dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy_seed": int(np.random.randint(0, 2**31 - 1))}
 
 
 def hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -219,21 +217,13 @@ def _autocast_dtype(args: argparse.Namespace, device: torch.device) -> Optional[
     return torch.bfloat16
 
 
-def train(args: argparse.Namespace) -> Dict[str, Any]:
-    """Run training as configured by ``args`` (see :func:`build_parser`). Returns the metrics dict."""
-    world, rank = _dist_info()
-    _check_run_folder(args)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+def _build_model(args: argparse.Namespace, train_data: AnyData, device: torch.device
+                 ) -> Tuple[str, Dict[str, Any], torch.nn.Module]:
+    """The model the options ask for (the baseline with ``--baseline``): (builder, kwargs, model on ``device``).
 
-    train_data, test_data, preprocess, data_meta = load_training_data(args)
-
+    Raises:
+        ValueError: ``--detach-pass1`` for a model without GAttA.
+    """
     builder = args.model
     kwargs = model_kwargs(args, train_data)
     if args.baseline:
@@ -245,108 +235,63 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         model.detach_pass1 = True
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    amp = _autocast_dtype(args, device)
+    return builder, kwargs, model
 
-    # alpha and normalisation-free params take no weight decay
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.dim() <= 1 else decay).append(p)
-    opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, momentum=0.9, nesterov=True,
-    )
-    per_rank_batch = max(1, args.batch_size // world)
-    steps_per_epoch = (len(train_data) // world + per_rank_batch - 1) // per_rank_batch
-    warmup = args.warmup
-    if abs(warmup * args.epochs * steps_per_epoch - 1) < 1e-9:
-        warmup *= 1.001  # a warm-up of exactly one step makes torch's OneCycleLR divide by zero
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=steps_per_epoch, pct_start=warmup, anneal_strategy="cos"
-    )
 
-    os.makedirs(args.out, exist_ok=True)
-    last_path = os.path.join(args.out, "last.pt")
-    metrics_path = os.path.join(args.out, "metrics.json")
-    history: List[Dict[str, Any]] = []
-    start_epoch = 0
-    elapsed_before = 0.0
-    if args.resume and os.path.isfile(last_path):
-        obj = read_checkpoint(last_path)
-        if obj["builder"] != builder:
-            raise ValueError(f"cannot resume: {last_path} holds a {obj['builder']} model, not {builder}")
-        if "train_state" not in obj:
-            raise ValueError(f"cannot resume: {last_path} has no training state (an exported checkpoint?); "
-                             "resume needs the last.pt a run wrote, or start a new run with another --out")
-        try:
-            model.load_state_dict(obj["state_dict"])
-        except RuntimeError as e:
-            raise ValueError(f"cannot resume: {last_path} does not fit the model built from these options "
-                             f"({str(e).splitlines()[0]})") from None
-        ts = obj["train_state"]
-        planned = obj["meta"].get("epochs")
-        if planned is not None and int(planned) != args.epochs:
-            raise ValueError(f"cannot resume: {last_path} was set up for {planned} epochs (its one-cycle schedule); "
-                             f"resume with --epochs {planned}, or start a new run with another --out")
-        opt.load_state_dict(ts["optimizer"])
-        sched.load_state_dict(ts["scheduler"])
-        start_epoch = int(ts["epoch"])
-        torch.set_rng_state(ts["rng"]["torch"])
-        history = list(obj["meta"].get("history", []))
-        elapsed_before = float(obj["meta"].get("train_seconds", 0.0))
-        if rank == 0:
-            print(f"resuming from {last_path} after epoch {start_epoch}", flush=True)
+def _record_stop(e: NonFiniteError, metrics_path: str, run: Dict[str, Any], args: argparse.Namespace, rank: int) -> None:
+    """Write where the run went non-finite into metrics.json (``run``: builder, kwargs, history)."""
+    history = run["history"]
+    e.last_good_epoch = history[-1]["epoch"] if history else None
+    if rank == 0:
+        write_json(metrics_path, {**run, "args": jsonable(vars(args)),
+                                  "stopped": {"reason": e.kind, "epoch": e.epoch, "step": e.step, "tensor": e.tensor,
+                                              "detail": e.detail, "last_good_epoch": e.last_good_epoch}})
 
-    final_path = os.path.join(args.out, "final.pt")
-    if rank == 0 and start_epoch < args.epochs and os.path.exists(final_path):
-        os.remove(final_path)  # training on: a final.pt of fewer epochs must not stay beside the new last.pt
 
-    fwd = TrainForward(model)  # logits and each GAttA layer's largest |alpha x agreement|
-    net = fwd
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(fwd)
-    params = [p for p in model.parameters() if p.requires_grad]
-    clip = float(getattr(args, "clip_grad", CLIP_GRAD))
+@dataclass
+class _Steps:
+    """What one epoch's optimisation steps need: the model, its training forward, optimiser, schedule, device."""
 
-    def stop(e: NonFiniteError) -> None:
-        """Record where the run went non-finite in metrics.json (last.pt stays the last finite epoch's)."""
-        e.last_good_epoch = history[-1]["epoch"] if history else None
-        if rank == 0:
-            write_json(metrics_path, {"builder": builder, "kwargs": kwargs, "history": history, "args": _jsonable(vars(args)),
-                                      "stopped": {"reason": e.kind, "epoch": e.epoch, "step": e.step,
-                                                  "tensor": e.tensor, "detail": e.detail,
-                                                  "last_good_epoch": e.last_good_epoch}})
+    args: argparse.Namespace
+    model: torch.nn.Module
+    fwd: TrainForward
+    net: torch.nn.Module  # fwd, or DDP around it
+    opt: torch.optim.Optimizer
+    sched: Any
+    device: torch.device
+    amp: Optional[torch.dtype]
 
-    t_run = time.time()
-    stop_at = args.epochs if not args.max_epochs_this_run else min(args.epochs, start_epoch + args.max_epochs_this_run)
-    for epoch in range(start_epoch, stop_at):
-        net.train()
-        t0 = time.time()
-        tot_loss = tot_correct = seen = clipped = 0
+    def run(self, bar: Iterable, epoch: int, stop: Callable[[NonFiniteError], None]) -> Dict[str, Any]:
+        """One step per batch of ``bar``; a non-finite step is never taken (``stop`` records it, then it raises).
+
+        Returns:
+            Sums over the epoch: loss (x images), correct, seen, clipped steps, steps, grad_norm_max and the
+            per-layer largest |alpha x agreement| (``gain_max``, None for a model without GAttA).
+        """
+        args, model, device, amp = self.args, self.model, self.device, self.amp
+        params = [p for p in model.parameters() if p.requires_grad]
+        clip = float(getattr(args, "clip_grad", CLIP_GRAD))
+        tot_loss = tot_correct = seen = clipped = step = 0
         gain_max: Optional[torch.Tensor] = None
         grad_norm_max = 0.0
-        step = 0
-        bar = tqdm(epoch_batches(args, train_data, epoch, world, rank, per_rank_batch), total=steps_per_epoch,
-                   desc=f"epoch {epoch + 1}/{args.epochs}", disable=rank != 0 or args.quiet, leave=False)
         for x, y in bar:
             x, y = x.to(device), y.to(device)
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-                logits, gain = net(x)
+                logits, gain = self.net(x)
                 loss = loss_fn(logits.float(), y, args.label_smoothing)
-            opt.zero_grad(set_to_none=True)
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
             step += 1
             grad_norm = clip_gradients(params, clip)
             try:  # one host sync for loss and gradient norm; a non-finite step is never taken
-                loss_v, gn_v = check_step(model, loss, grad_norm, epoch + 1, step, gain, fwd.layer_names, x)
+                loss_v, gn_v = check_step(model, loss, grad_norm, epoch + 1, step, gain, self.fwd.layer_names, x)
             except NonFiniteError as e:
                 stop(e)
                 raise
-            opt.step()
-            sched.step()
+            self.opt.step()
+            self.sched.step()
             if gain is not None:
                 gain_max = gain if gain_max is None else torch.maximum(gain_max, gain)
             grad_norm_max = max(grad_norm_max, gn_v)
@@ -354,22 +299,76 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
             tot_loss += loss_v * len(y)
             tot_correct += int(hits(logits.detach(), y).sum())
             seen += len(y)
-            bar.set_postfix(loss=f"{tot_loss / seen:.4f}")
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{tot_loss / seen:.4f}")
+        return {"loss": tot_loss, "correct": tot_correct, "seen": seen, "clipped": clipped, "steps": step,
+                "gain_max": gain_max, "grad_norm_max": grad_norm_max}
+
+
+def train(args: argparse.Namespace) -> Dict[str, Any]:
+    """Run training as configured by ``args`` (see :func:`build_parser`). Returns the metrics dict."""
+    world, rank = _dist_info()
+    check_run_folder(args)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+
+    train_data, test_data, preprocess, data_meta = load_training_data(args)
+
+    builder, kwargs, model = _build_model(args, train_data, device)
+    amp = _autocast_dtype(args, device)
+
+    per_rank_batch = max(1, args.batch_size // world)
+    steps_per_epoch = (len(train_data) // world + per_rank_batch - 1) // per_rank_batch
+    opt, sched = optimiser(args, model, steps_per_epoch)
+
+    os.makedirs(args.out, exist_ok=True)
+    last_path = os.path.join(args.out, "last.pt")
+    metrics_path = os.path.join(args.out, "metrics.json")
+    start_epoch, history, elapsed_before = resume(args, builder, model, opt, sched)
+    if start_epoch and rank == 0:
+        print(f"resuming from {last_path} after epoch {start_epoch}", flush=True)
+
+    final_path = os.path.join(args.out, "final.pt")
+    if rank == 0 and start_epoch < args.epochs and os.path.exists(final_path):
+        os.remove(final_path)  # training on: a final.pt of fewer epochs must not stay beside the new last.pt
+
+    fwd = TrainForward(model)  # logits and each GAttA layer's largest |alpha x agreement|
+    net = torch.nn.parallel.DistributedDataParallel(fwd) if world > 1 else fwd
+    steps = _Steps(args, model, fwd, net, opt, sched, device, amp)
+
+    def stop(e: NonFiniteError) -> None:
+        """Record where the run went non-finite in metrics.json (last.pt stays the last finite epoch's)."""
+        _record_stop(e, metrics_path, {"builder": builder, "kwargs": kwargs, "history": history}, args, rank)
+
+    t_run = time.time()
+    stop_at = args.epochs if not args.max_epochs_this_run else min(args.epochs, start_epoch + args.max_epochs_this_run)
+    for epoch in range(start_epoch, stop_at):
+        net.train()
+        t0 = time.time()
+        bar = tqdm(epoch_batches(args, train_data, epoch, world, rank, per_rank_batch), total=steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{args.epochs}", disable=rank != 0 or args.quiet, leave=False)
+        s = steps.run(bar, epoch, stop)
         secs = time.time() - t0
         record = {
             "epoch": epoch + 1,
-            "train_loss": tot_loss / max(seen, 1),
-            "train_acc": tot_correct / max(seen, 1),
+            "train_loss": s["loss"] / max(s["seen"], 1),
+            "train_acc": s["correct"] / max(s["seen"], 1),
             "seconds": secs,
-            "img_per_s": seen * world / secs,
+            "img_per_s": s["seen"] * world / secs,
             "lr": sched.get_last_lr()[0],
-            "grad_norm_max": grad_norm_max,
-            "clipped_fraction": clipped / max(step, 1),
+            "grad_norm_max": s["grad_norm_max"],
+            "clipped_fraction": s["clipped"] / max(s["steps"], 1),
         }
-        if gain_max is not None:
-            record["max_alpha_x_agreement"] = max_gain_record(fwd.layer_names, gain_max)
+        if s["gain_max"] is not None:
+            record["max_alpha_x_agreement"] = max_gain_record(fwd.layer_names, s["gain_max"])
         try:
-            check_finite_state(model, epoch + 1, step)  # never write a checkpoint with non-finite weights
+            check_finite_state(model, epoch + 1, s["steps"])  # never write a checkpoint with non-finite weights
         except NonFiniteError as e:
             stop(e)
             raise
@@ -379,13 +378,10 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
             if hasattr(model, "alphas"):
                 record["alphas"] = model.alphas
             history.append(record)
-            meta = {
-                "dataset": train_data.name, **data_meta, "seed": args.seed, "epochs": args.epochs, "history": history,
-                "train_seconds": elapsed_before + time.time() - t_run, "world_size": world, "args": _jsonable(vars(args)),
-            }
+            meta = run_meta(args, train_data.name, data_meta, history, elapsed_before + time.time() - t_run, world)
             save_checkpoint(
                 last_path, model, builder, kwargs, train_data.classes, preprocess, meta,
-                train_state={"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1, "rng": _rng_state()},
+                train_state={"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1, "rng": rng_state()},
             )
             write_json(metrics_path, {"builder": builder, "kwargs": kwargs, **meta})
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}), flush=True)
@@ -398,8 +394,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         if rank == 0:
             print(json.dumps({"rank_max_diff": result["rank_max_diff"]}), flush=True)
     if rank == 0 and result["finished"]:
-        meta = {"dataset": train_data.name, **data_meta, "seed": args.seed, "epochs": args.epochs, "history": history,
-                "train_seconds": elapsed_before + time.time() - t_run, "world_size": world, "args": _jsonable(vars(args))}
+        meta = run_meta(args, train_data.name, data_meta, history, elapsed_before + time.time() - t_run, world)
         if "rank_max_diff" in result:
             meta["rank_max_diff"] = result["rank_max_diff"]
             write_json(metrics_path, {"builder": builder, "kwargs": kwargs, **meta})
@@ -409,23 +404,6 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         dist.barrier()
         dist.destroy_process_group()
     return result
-
-
-RUN_FILES = ("last.pt", "final.pt", "metrics.json")
-
-
-def _check_run_folder(args: argparse.Namespace) -> None:
-    """Refuse to start a new run in a folder that holds one (its files would mix with the new run's).
-
-    Raises:
-        ValueError: ``--out`` is an existing file, or holds last.pt/final.pt/metrics.json without ``--resume``.
-    """
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise ValueError(f"--out {args.out} exists and is not a folder")
-    found = [f for f in RUN_FILES if os.path.exists(os.path.join(args.out, f))]
-    if found and not args.resume:
-        raise ValueError(f"{args.out} holds a training run ({', '.join(found)}); use --resume to continue it, "
-                         "or another --out for a new run")
 
 
 def _rank_max_diff(model: torch.nn.Module) -> Dict[str, float]:
@@ -438,7 +416,3 @@ def _rank_max_diff(model: torch.nn.Module) -> Dict[str, float]:
         dist.all_gather(gathered, flat)
         out[kind] = max(float((g - gathered[0]).abs().max()) for g in gathered)
     return out
-
-
-def _jsonable(d: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool, list, type(None)))}
