@@ -80,8 +80,8 @@ def test_bad_arguments_are_named():
         make_clutter(gv.ImageData(torch.zeros(2, 1, 32, 32, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"], (0.5,), (0.5,)), 2, TRAIN_BACKGROUNDS)
 
 
-def test_named_set_uses_test_photos_for_test_and_one_normalisation(tmp_path):
-    test = gv.load_dataset("fmnist-clutter", "test")
+def test_named_set_uses_test_photos_for_test_and_one_normalisation(tmp_path, clutter_test_set):
+    test = clutter_test_set
     assert len(test) == 10_000 and type(test).__name__ == "ClutterData"
     assert test.backgrounds == TEST_BACKGROUNDS
     again = gv.load_dataset("fmnist-clutter", "test")

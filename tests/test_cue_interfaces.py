@@ -330,7 +330,7 @@ def test_outline_inputs_are_checked_and_named():
     assert r.box == pytest.approx((7, 0, 21, 14))
 
 
-def test_outlines_from_the_export_indexes(tmp_path, scenes):
+def test_outlines_from_the_export_indexes(tmp_path, scenes, clutter_test_set):
     export_scenes(scenes, str(tmp_path / "s"), limit=3)
     found = outlines_from_index(str(tmp_path / "s" / "index.json"))
     assert sorted(found) == ["scene_00000.png", "scene_00001.png", "scene_00002.png"]
@@ -339,7 +339,7 @@ def test_outlines_from_the_export_indexes(tmp_path, scenes):
         assert [o.box for o in items] == [tuple(b) for b in scenes.boxes[i].tolist()]
         assert [o.label for o in items] == [CLASSES[int(c)] for c in scenes.labels[i]]
         assert [o.colour for o in items] == list(OUTLINE_COLOURS[:2])
-    clutter = gv.load_dataset("fmnist-clutter", "test").subset(2)
+    clutter = clutter_test_set.subset(2)
     export_clutter(clutter, str(tmp_path / "c"))
     found = outlines_from_index(str(tmp_path / "c" / "index.json"))
     assert [o.box for o in found["clutter_00001.png"]] == [tuple(clutter.boxes[1].tolist())]

@@ -97,7 +97,7 @@ def test_hits_and_the_soft_target_loss_by_hand():
     assert float(loss_fn(logits, pairs)) == pytest.approx(float(by_hand), rel=1e-6)
 
 
-def test_training_on_scenes_records_the_scene_set_and_scores_both_items(tmp_path):
+def test_training_on_scenes_records_the_scene_set_and_scores_both_items(tmp_path, pairs_test_set):
     from gatta_viz.cli import train as train_cli
     from gatta_viz.training.train import accuracy, train
 
@@ -107,7 +107,7 @@ def test_training_on_scenes_records_the_scene_set_and_scores_both_items(tmp_path
     res = train(args)
     lm = gv.load_checkpoint(str(tmp_path / "final.pt"))
     assert lm.meta["dataset"] == "fmnist-pairs" and lm.preprocess["size"] == [48, 48]
-    assert res["history"][0]["test_acc"] == pytest.approx(accuracy(lm.model, gv.load_dataset("fmnist-pairs", "test").subset(64))["acc"])
+    assert res["history"][0]["test_acc"] == pytest.approx(accuracy(lm.model, pairs_test_set.subset(64))["acc"])
 
 
 def test_augmented_single_channel_batches_have_standard_strides():
