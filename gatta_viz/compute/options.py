@@ -3,12 +3,31 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
 __all__ = ["MapOptions"]
 
+
+
+def checked_replace(options: Any, changes: Dict[str, Any], kind: str) -> Any:
+    """A copy of a frozen options dataclass with ``changes`` applied (validated again by its ``__post_init__``).
+
+    Args:
+        options: a :class:`MapOptions`, :class:`~gatta_viz.render.options.FigureOptions`...
+        changes: field name -> new value.
+        kind: what the options are called in the message ("map", "figure").
+    Returns:
+        The new options object.
+    Raises:
+        ValueError: an unknown option name (the message lists the known ones) or a bad value.
+    """
+    known = {f.name for f in dataclasses.fields(options)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ValueError(f"unknown {kind} option(s) {unknown}; options are {sorted(known)}")
+    return dataclasses.replace(options, **changes)
 
 @dataclass(frozen=True, eq=False)
 class MapOptions:
@@ -76,11 +95,7 @@ class MapOptions:
         Raises:
             ValueError: an unknown option name (the message lists the known ones) or a bad value.
         """
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"unknown map option(s) {unknown}; options are {sorted(known)}")
-        return dataclasses.replace(self, **changes)
+        return checked_replace(self, changes, "map")
 
     def __eq__(self, other: object) -> bool:
         """Field by field; a query tensor given as ``cue`` compares by value (``torch.equal``)."""

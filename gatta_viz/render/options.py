@@ -1,11 +1,11 @@
 """How to draw an explanation, as one object built once by each entry point (API, CLI, app)."""
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..compute.options import checked_replace
 from .fig3_text import LAYOUTS
 from .images import check_cmap
 from .save import FIGURE_FORMATS
@@ -63,8 +63,4 @@ class FigureOptions:
         Raises:
             ValueError: an unknown option name (the message lists the known ones) or a bad value.
         """
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"unknown figure option(s) {unknown}; options are {sorted(known)}")
-        return dataclasses.replace(self, **changes)
+        return checked_replace(self, changes, "figure")
