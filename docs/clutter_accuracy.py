@@ -2,6 +2,7 @@
 fixed 10,000 test images, pass 2 vs pass 1, and per background photo.
 
     .venv/bin/python docs/clutter_accuracy.py --gatta G0.pt G1.pt --baseline B0.pt B1.pt > docs/results/clutter_accuracy.txt
+    (a bundled model's name works in place of a checkpoint path)
 """
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ def paired(a: np.ndarray, b: np.ndarray) -> str:
     return f"{100 * d.mean():+.2f} ± {100 * d.std(ddof=1) / np.sqrt(len(d)):.2f}"
 
 
+def _name(path: str) -> str:
+    """A checkpoint's run folder (``runs/clutter_gatta_s1/final.pt`` -> ``clutter_gatta_s1``), or a bundled name."""
+    return os.path.basename(os.path.dirname(path)) if os.path.exists(path) else path
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--gatta", nargs="+", required=True)
@@ -42,7 +48,7 @@ def main() -> int:
         g, b = load_model(gp), load_model(bp)
         gl, bl = scene_logits(g.model, test, progress=False), scene_logits(b.model, test, progress=False)
         ok2, ok1, okb = (gl["pass2"].argmax(1) == y), (gl["pass1"].argmax(1) == y), (bl["output"].argmax(1) == y)
-        name = f"{os.path.basename(os.path.dirname(gp))} / {os.path.basename(os.path.dirname(bp))}"
+        name = f"{_name(gp)} / {_name(bp)}"
         print(f"| {name} | {100 * ok2.mean():.2f} | {100 * ok1.mean():.2f} | {100 * okb.mean():.2f} | "
               f"{paired(ok2, okb)} | {paired(ok2, ok1)} |")
         per_bg.append((name, ok2, okb))

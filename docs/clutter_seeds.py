@@ -61,6 +61,27 @@ def paired(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
     return {"mean": float(d.mean()), "se": se, "n": int(len(d))}
 
 
+def over_seeds(seeds: Dict[str, Dict[str, Any]], out: Dict[str, Any]) -> List[str]:
+    """Per map: 'beyond priors' and 'ROC-AUC as good as Grad-CAM' on each seed, and the statement over seeds."""
+    lines, out["beyond_priors"] = [], {}
+    for m in MAPS:
+        per = {}
+        for s, v in seeds.items():
+            e = entries(v["rep"]).get(m)
+            if e and e.get("tests"):
+                per[s] = (bool(e["tests"].get("beyond_priors")), e["tests"].get("auc_as_good_as_gradcam"))
+        if not per:
+            continue
+        bp = [b for b, _ in per.values()]
+        word = "holds" if all(bp) else "fails" if not any(bp) else "mixed"
+        out["beyond_priors"][m] = {"per_seed": {s: b for s, (b, _) in per.items()}, "over_seeds": word}
+        cells = "  ".join(f"seed {s}: {'yes' if b else 'no'}{'' if g is None else (' / ' + ('yes' if g else 'no'))}"
+                          for s, (b, g) in per.items())
+        lines.append(f"  {m:<30} beyond priors {word:<6} ({cells})")
+    lines.append("  (per seed: beyond priors yes/no, then ROC-AUC as good as Grad-CAM yes/no)")
+    return lines
+
+
 def main(argv: List[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed-dir", action="append", required=True, help="a clutter_localization.py folder (new test set)")
@@ -111,6 +132,9 @@ def main(argv: List[str] | None = None) -> int:
         er = v["g"].get("energy_rule")
         if er:
             lines.append(f"          first (energy) rule: {'PASS' if er['passes'] else 'FAIL'}")
+    lines += ["", "each map against the image-independent guesses, per seed (the verdict's tests applied to every map: ROC-AUC and",
+              "top-k share beyond random, the mean training mask and the fitted centre prior; over seeds: holds / fails / mixed)"]
+    lines += over_seeds(seeds, out)
     for od in args.old:
         old = load(od)
         lines += ["", f"old test set ({od}) vs new: paired change new - old, '>2 SE' marks the retraining trigger"]

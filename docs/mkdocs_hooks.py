@@ -37,6 +37,8 @@ PACKAGES: Dict[str, str] = {
     "analysis": "Plotly views and q_avg embeddings.",
     "metrics": "Faithfulness (deletion/insertion, ROAD), localization on masks, parameter-randomisation checks, cue "
                "measurements on scenes.",
+    "store": "A whole data set's maps in one chunked zarr store: compute_maps (one or many processes, resumable), "
+             "open_maps and the MapStore reader.",
 }
 
 

@@ -68,6 +68,8 @@ _EXPORTS: Dict[str, List[str]] = {
     "compute.placement": ["Placement", "placement_of"],
     "compute.record": ["Explanation", "MapResult", "topk"],
     "compute.explain": ["explain", "explain_batch", "explanation_from_trace", "gradcam_layers"],
+    "compute.dataset_views": ["ClassMeans", "StoreEmbedding", "StoredImage", "TableQuery", "class_mean_maps",
+                              "q_avg_embedding_from_store", "query_table", "read_store_rows", "stored_image"],
     "render.options": ["FigureOptions"],
     "render.images": ["colorbar_strip", "colorize", "overlay", "overlay_on_original"],
     "render.outlines": ["OUTLINE_COLOURS", "Outline", "as_outlines", "outlines_from_index", "rescale_outlines"],
@@ -78,6 +80,7 @@ _EXPORTS: Dict[str, List[str]] = {
     "render.style": ["map_legend"],
     "render.plotly_bars": ["dense_bars"],
     "render.write": ["explanation_files", "write_explanation"],
+    "render.dataset_figures": ["class_means_figure", "dataset_embedding_figure", "map_tiles", "save_dataset_figures"],
     "analysis.interactive": ["class_bars", "layer_slider"],
     "analysis.embedding": ["QEmbedding", "collect_q_avg", "embedding_figure", "pca_2d", "q_avg_embedding"],
     "metrics.faithfulness": [
@@ -90,6 +93,8 @@ _EXPORTS: Dict[str, List[str]] = {
     "metrics.sanity": ["randomization_report", "randomized_copies"],
     "metrics.cueing": ["both_items_correct", "cue_examples", "measure_cues", "readout_by_cueing", "scene_report"],
     "metrics.imputation": ["noisy_linear_impute"],
+    "store.write": ["MapsConfig", "compute_maps"],
+    "store.read": ["MapStore", "open_maps"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

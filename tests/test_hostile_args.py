@@ -137,6 +137,27 @@ ROWS = [
     ("app", ["--port", "0"], r"port.*between"),
     ("app", ["--port", "-1"], r"port.*between"),
     ("app", ["/nonexistent.png"], r"no such file"),
+    # ---- maps
+    ("maps", ["--model", "nope", "--out", "{d}/m.zarr"], r"unknown model"),
+    ("maps", ["--checkpoint", "{F}/nan.pt", "--out", "{d}/m.zarr"], r"non-finite"),
+    ("maps", ["--model", "{F}/adir", "--out", "{d}/m.zarr"], r"folder"),
+    ("maps", ["--model", "fmnist-toy", "--out", "{d}/m.zarr"], r"plain CNN"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--n", "0", "--out", "{d}/m.zarr"], r"--n.*>= 1"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--n", "10001", "--out", "{d}/m.zarr"], r"10001 is more than the 10000 images"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--dataset", "nope", "--out", "{d}/m.zarr"], r"unknown dataset"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--dataset", "fmnist-pairs", "--out", "{d}/m.zarr"], r"48x48.*28x28|28x28.*48x48"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--out", "{F}/afile.txt"], r"not a folder"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--out", "/proc/m.zarr"], r"/proc"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--out", ""], r"empty"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--n", "4"], r"required: --out"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--chunk", "0", "--out", "{d}/m.zarr"], r"chunk.*between"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--batch-size", "0", "--out", "{d}/m.zarr"], r"batch-size.*>= 1"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--threads", "-1", "--out", "{d}/m.zarr"], r"threads.*between"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--device", "cuda:7", "--out", "{d}/m.zarr"], r"device"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--folder", "{F}/afile.txt", "--out", "{d}/m.zarr"], r"is a file"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--folder", "{F}/adir", "--out", "{d}/m.zarr"], r"holds no image files"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--labels", "none", "--out", "{d}/m.zarr"], r"--labels applies to --folder"),
+    ("maps", ["--model", "fmnist-gatta-toy", "--dataset", "fashion-mnist", "--folder", "{F}/adir", "--out", "{d}/m.zarr"], r"not both"),
 ]
 
 
@@ -240,6 +261,7 @@ INTERRUPT_ROWS = [
     ("demo", ["--out", "{d}/demo"]),
     ("train", ["--out", "{d}/run", "--model", "gatta_toy", "--subset", "64", "--epochs", "1", "--no-eval",
                "--batch-size", "32", "--threads", "1", "--quiet"]),
+    ("maps", ["--model", "fmnist-gatta-toy", "--n", "20", "--chunk", "10", "--out", "{d}/m.zarr"]),
 ]
 
 

@@ -26,11 +26,12 @@ ALLOWED = {
     "data": {"data"},
     "training": {"core", "models", "data", "training"},
     "compute": {"core", "models", "data", "compute"},
+    "store": {"core", "models", "data", "compute", "store"},
     "render": {"core", "models", "data", "compute", "render"},
-    "analysis": {"core", "models", "data", "compute", "render", "analysis"},
-    "metrics": {"core", "models", "data", "compute", "render", "analysis", "metrics"},
-    "cli": {"core", "models", "data", "training", "compute", "render", "analysis", "metrics", "cli", "app"},
-    "app": {"core", "models", "data", "training", "compute", "render", "analysis", "metrics", "app"},
+    "analysis": {"core", "models", "data", "compute", "store", "render", "analysis"},
+    "metrics": {"core", "models", "data", "compute", "store", "render", "analysis", "metrics"},
+    "cli": {"core", "models", "data", "training", "compute", "store", "render", "analysis", "metrics", "cli", "app"},
+    "app": {"core", "models", "data", "training", "compute", "store", "render", "analysis", "metrics", "app"},
 }
 # third-party library -> the modules allowed to import it (folder or folder/module); the compute layer (compute/)
 # imports none of matplotlib, plotly, PIL (drawing or otherwise) or streamlit, and captum only in its attributions

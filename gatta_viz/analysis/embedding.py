@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from ..data.datasets import ImageData
 from ..core.hooks import temporarily_eval
+from ..compute.dataset_views import pca_2d  # the same PCA the map store's embedding uses
 
 __all__ = ["QEmbedding", "collect_q_avg", "pca_2d", "q_avg_embedding", "embedding_figure"]
 
@@ -54,22 +55,6 @@ def collect_q_avg(model, data: ImageData, n: Optional[int] = None, batch_size: i
         for i in tqdm(range(0, len(d), batch_size), desc="q_avg", disable=not progress, leave=False):
             out.append(model.trace(d.normalize(d.images[i : i + batch_size])).q_avg.cpu())
     return torch.cat(out).numpy()
-
-
-def pca_2d(v: np.ndarray):
-    """PCA to 2 components by SVD of the centred data.
-
-    Args:
-        v: (N, d) vectors.
-    Returns:
-        (coords (N, 2), explained variance ratio (2,)), float32.
-    """
-    v = np.asarray(v, dtype=np.float64)
-    c = v - v.mean(0, keepdims=True)
-    _, s, vt = np.linalg.svd(c, full_matrices=False)
-    coords = c @ vt[:2].T
-    var = s ** 2
-    return coords.astype(np.float32), (var[:2] / var.sum()).astype(np.float32) if var.sum() > 0 else np.zeros(2, np.float32)
 
 
 def q_avg_embedding(model, data: ImageData, n: Optional[int] = 2000, batch_size: int = 500) -> QEmbedding:

@@ -10,7 +10,9 @@ Shipped inside the package, so ``gatta-viz app`` serves it from a wheel as from 
     composer   two-garment scenes from the sample garments (built on ``data.scenes.compose_items``)
     render     one input's page content, computed by the library's explain and drawn by its render layer
     text       the words on the page (legends that follow the controls, captions, the model's domain)
-    page       the Streamlit layout (the only module that imports streamlit)
+    dataset    the Dataset view: a map store from $GATTA_VIZ_STORE_DIR, chosen by name; filters, an image's stored
+               maps, the q_avg embedding and class means
+    page       the Streamlit layout (page and dataset are the modules that import streamlit)
 
 Nothing here is needed to use the library; importing this package loads neither streamlit nor torch.
 """

@@ -4,7 +4,8 @@ other modules. Run by ``gatta-viz app`` (``streamlit_page.py``) and by a clone's
 
 Settings (environment variables): ``GATTA_VIZ_MAX_UPLOAD_MB``, ``GATTA_VIZ_MAX_PIXELS``,
 ``GATTA_VIZ_MAX_DECODED_MB`` (image limits, shared with the CLI), ``GATTA_VIZ_MODEL_DIR`` (a folder of
-``.pt`` checkpoints offered by name), ``GATTA_VIZ_MAX_CHECKPOINT_MB`` (checkpoint uploads),
+``.pt`` checkpoints offered by name), ``GATTA_VIZ_STORE_DIR`` (a folder of map stores, offered by name in the
+Dataset view), ``GATTA_VIZ_MAX_CHECKPOINT_MB`` (checkpoint uploads),
 ``GATTA_VIZ_RENDER_WORKERS`` (renders at once; default: the CPU cores), ``GATTA_VIZ_SAMPLES``.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..models.checkpoint import BUNDLED, DEFAULT_MODEL, LoadedModel
 from ..render.images import colorbar_strip
 from ..render.options import FigureOptions
 from ..render.plotly_bars import dense_bars
-from . import composer, settings, text
+from . import composer, dataset, settings, text
 from .models import list_model_files, load_model, load_uploaded
 from .pool import ModelPool
 from .render import Render, render_upload, warm_up
@@ -35,6 +36,7 @@ from .uploads import Input, collect_inputs, content_key, file_stem, list_samples
 __all__ = ["main"]
 
 UPLOAD_OPTION = "upload a checkpoint (.pt)..."
+IMAGES_VIEW, DATASET_VIEW = "Images", "Dataset"  # the Dataset view is offered when the operator names a store folder
 
 
 @st.cache_resource(show_spinner="Loading model...", max_entries=settings.MODEL_CACHE_ENTRIES)
@@ -76,7 +78,6 @@ class View:
 
 def sidebar_model() -> Tuple[str, ModelPool]:
     """The model chooser: bundled, the operator's folder, or an uploaded checkpoint. Returns (model id, pool)."""
-    st.sidebar.title("gatta_viz")
     options = list(BUNDLED) + list_model_files() + [UPLOAD_OPTION]
     choice = st.sidebar.selectbox("Model", options, index=options.index(DEFAULT_MODEL), key="model",
                                   help="Bundled models, the operator's model folder (GATTA_VIZ_MODEL_DIR) or a "
@@ -285,6 +286,12 @@ def main() -> None:
     except ValueError as e:
         st.error(f"The app is misconfigured: {e}")
         st.stop()
+    st.sidebar.title("gatta_viz")
+    if settings.store_dir() and st.sidebar.radio("View", [IMAGES_VIEW, DATASET_VIEW], key="app_view", horizontal=True,
+                                                 help="Images: explain images with a model. Dataset: a whole data "
+                                                      "set's maps from a store (`gatta-viz maps`).") == DATASET_VIEW:
+        dataset.main()
+        return
     model_id, pool = sidebar_model()
     lm = pool.lm
     st.sidebar.caption("GAttA layers: " + ", ".join(lm.model.layer_names) if lm.is_gatta else "plain CNN (no GAttA)")

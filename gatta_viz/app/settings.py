@@ -1,8 +1,8 @@
 """The app's settings: the operator's environment variables, read at every call, and the page's fixed limits.
 
 Image limits are shared with the CLI (:func:`gatta_viz.data.limits.image_limits`); the others concern the
-server alone: a folder of checkpoints offered by name, the largest checkpoint upload, how many renders run at
-once, where sample images are.
+server alone: a folder of checkpoints and one of map stores offered by name, the largest checkpoint upload, how
+many renders run at once, where sample images are.
 """
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from ..data.limits import MB, env_number, image_limits
 
 __all__ = [
     "MAX_IMAGES", "MODEL_CACHE_ENTRIES", "RENDER_CACHE_ENTRIES", "RENDER_CACHE_BYTES", "ACQUIRE_TIMEOUT",
-    "MAX_CHECKPOINT_MB", "MAX_INPUT_SIDE", "MAX_PARAMETERS", "ENV_MODEL_DIR", "ENV_WORKERS", "ENV_MAX_CHECKPOINT_MB",
-    "ENV_SAMPLES", "ENV_FILES", "checkpoint_limit_bytes", "upload_limit_mb", "server_upload_limit_mb", "model_dir",
-    "render_workers", "torch_threads_per_render", "samples_dir", "preloaded_files", "check",
+    "MAX_CHECKPOINT_MB", "MAX_INPUT_SIDE", "MAX_PARAMETERS", "ENV_MODEL_DIR", "ENV_STORE_DIR", "ENV_WORKERS",
+    "ENV_MAX_CHECKPOINT_MB", "ENV_SAMPLES", "ENV_FILES", "checkpoint_limit_bytes", "upload_limit_mb",
+    "server_upload_limit_mb", "model_dir", "store_dir", "render_workers", "torch_threads_per_render", "samples_dir",
+    "preloaded_files", "check",
 ]
 
 MAX_IMAGES = 24  # images rendered per page; more are listed as skipped
@@ -28,6 +29,7 @@ MAX_CHECKPOINT_MB = 100
 MAX_INPUT_SIDE = 512  # an uploaded checkpoint may not ask for inputs larger than this
 MAX_PARAMETERS = 100_000_000
 ENV_MODEL_DIR = "GATTA_VIZ_MODEL_DIR"
+ENV_STORE_DIR = "GATTA_VIZ_STORE_DIR"  # a folder of map stores (`gatta-viz maps --out`), offered by name
 ENV_WORKERS = "GATTA_VIZ_RENDER_WORKERS"
 ENV_MAX_CHECKPOINT_MB = "GATTA_VIZ_MAX_CHECKPOINT_MB"
 ENV_SAMPLES = "GATTA_VIZ_SAMPLES"
@@ -63,6 +65,12 @@ def server_upload_limit_mb() -> int:
 def model_dir() -> Optional[str]:
     """The operator's model folder (``$GATTA_VIZ_MODEL_DIR``), if set and present."""
     d = os.environ.get(ENV_MODEL_DIR, "").strip()
+    return d if d and os.path.isdir(d) else None
+
+
+def store_dir() -> Optional[str]:
+    """The operator's folder of map stores (``$GATTA_VIZ_STORE_DIR``), if set and present."""
+    d = os.environ.get(ENV_STORE_DIR, "").strip()
     return d if d and os.path.isdir(d) else None
 
 

@@ -16,6 +16,7 @@ COMMANDS = {
     "evaluate": ("gatta_viz.cli.evaluate", "accuracy, noise robustness and pass-1 vs pass-2 changes of checkpoints"),
     "explain": ("gatta_viz.cli.explain", "write figures, overlays, raw maps and a JSON summary per image"),
     "faithfulness": ("gatta_viz.cli.faithfulness", "deletion/insertion AUC of gain/agreement maps vs Grad-CAM vs random"),
+    "maps": ("gatta_viz.cli.maps", "a whole data set's maps, q_avg and logits into one zarr store (resumable; torchrun)"),
     "app": ("gatta_viz.cli.app", "start the Streamlit app"),
 }
 

@@ -74,7 +74,7 @@ def _subdirs(directory: str) -> List[str]:
     return sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
 
 
-def _images_under(directory: str) -> List[str]:
+def images_under(directory: str) -> List[str]:
     """Image files under ``directory`` (recursively, sorted; hidden files and folders skipped)."""
     out = []
     for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
@@ -91,7 +91,7 @@ def _scan(directory: str, classes: Sequence[str], required: bool) -> Tuple[List[
         if name not in classes:
             raise ValueError(f"{os.path.join(directory, name)} is a class the training folder does not have "
                              f"(training classes: {list(classes)})")
-        files = _images_under(os.path.join(directory, name))
+        files = images_under(os.path.join(directory, name))
         if required and not files:
             raise ValueError(f"class folder {os.path.join(directory, name)} holds no images "
                              f"({', '.join(IMAGE_EXTENSIONS)})")
