@@ -184,6 +184,7 @@ def test_formats_dpi_layout_threads_and_original_overlays(tmp_path, capsys):
 
     path = os.path.join(SAMPLES, "bag_test00018.png")
     photo = os.path.join(os.path.dirname(SAMPLES), "photos", "coffee_cup.jpg")
+    before = torch.get_num_threads()  # whatever earlier tests left: each run must give it back
     assert main(["explain", path, photo, "--out", str(tmp_path / "p"), "--dpi", "100", "--layout", "single"]) == 0
     with Image.open(tmp_path / "p" / "bag_test00018_fig3.png") as im:
         assert im.size[0] == 350 and 250 < im.size[1] < 700  # 3.5 in at 100 dpi
@@ -194,13 +195,13 @@ def test_formats_dpi_layout_threads_and_original_overlays(tmp_path, capsys):
         assert im.size == (28, 28)  # what the model saw
     index = json.load(open(tmp_path / "p" / "index.json"))
     assert index["threads"] == 1 and index["maps"] == "alpha x agreement"  # 1 thread for 28x28 inputs
-    assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before  # restored after the run
     assert main(["explain", path, "--out", str(tmp_path / "v"), "--format", "pdf", "--threads", "2"]) == 0
     pdf = (tmp_path / "v" / "bag_test00018_fig3.pdf").read_bytes()
     width = float(re.search(rb"/MediaBox \[\s*[\d.]+\s+[\d.]+\s+([\d.]+)", pdf).group(1))
     assert width == pytest.approx(7.2 * 72, abs=0.5)
     assert json.load(open(tmp_path / "v" / "index.json"))["threads"] == 2
-    assert torch.get_num_threads() == 1  # restored after the run
+    assert torch.get_num_threads() == before  # restored after the run
     assert main(["explain", path, "--out", str(tmp_path / "s"), "--format", "svg"]) == 0
     assert (tmp_path / "s" / "bag_test00018_fig3.svg").read_text().lstrip().startswith("<?xml")
     with pytest.raises(SystemExit):

@@ -109,6 +109,9 @@ def _compute(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Write the store; returns the exit code (2: a user's mistake, one line; 130: Ctrl-C)."""
+    import torch
+
+    threads = torch.get_num_threads()  # --threads holds for this run only (main() may be called in a process)
     try:
         store, source, seconds = _compute(args)
     except KeyboardInterrupt:
@@ -117,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         raise
     except (ValueError, FileNotFoundError, OSError, ImportError) as e:
         return A.report_error(PROG, e)
+    finally:
+        torch.set_num_threads(threads)
     if int(os.environ.get("RANK", "0") or 0) == 0:
         n = len(store)
         state = "complete" if store.complete else "incomplete (rerun to finish)"
